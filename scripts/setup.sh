@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up a machine for stream-stats: database (scripts/provision-db.sh), a virtual environment
+# in .venv with the project and its test tools, the JavaScript test client, and the schema.
+# Idempotent and quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DATABASE_URL=${DATABASE_URL:-postgresql:///streamstats}
+PYTHON=${PYTHON:-python3}
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+bash scripts/provision-db.sh
+
+stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    say "installing stream-stats and its test tools into .venv"
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING' || true
+    .venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING' || true
+    .venv/bin/python -c 'import streamstats, ingest, jobs, analytics' \
+        || { say "error: the install into .venv failed"; exit 1; }
+    rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+if [ -f tests/js/package-lock.json ]; then
+    if ! command -v npm >/dev/null; then
+        say "warning: npm not found: the JavaScript client tests will fail (install Node.js 18+)"
+    elif [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+        say "installing the JavaScript test client (socket.io-client)"
+        (cd tests/js && npm ci --silent --no-audit --no-fund) && touch tests/js/node_modules
+    fi
+fi
+
+.venv/bin/streamstats migrate

@@ -1,0 +1,147 @@
+"""The `streamstats` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date
+
+from streamstats import logs, migrations
+from streamstats.errors import StreamStatsError
+from streamstats.settings import Settings, load_settings
+
+logger = logging.getLogger("streamstats")
+
+ROLES = ("streamer", "viewer", "moderator", "analyst", "admin")
+JOB_NAMES = ("rollups", "retention", "drops", "reports")
+
+
+async def migrate_and_report(settings: Settings) -> None:
+    applied = await migrations.migrate(settings.database_url)
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.label}")
+    else:
+        print("database is up to date: nothing to apply")
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    asyncio.run(migrate_and_report(settings))
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    from ingest.server import serve
+
+    asyncio.run(serve(settings.model_copy(update=_address(args))))
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.runner import run_once, run_scheduler
+
+    if args.once:
+        asyncio.run(run_once(settings, args.once))
+    else:
+        asyncio.run(run_scheduler(settings))
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
+    from streamstats.run import run
+
+    asyncio.run(run(settings.model_copy(update=_address(args)), simulate=args.simulate))
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
+    from ingest.auth import mint_token
+
+    print(mint_token(settings.require_jwt_secret(), role=args.role, streams=args.stream,
+                     sub=args.sub, ttl=args.ttl))
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
+    from ingest.simulate import simulate
+
+    asyncio.run(simulate(settings, url=args.url, streams=args.streams, viewers=args.viewers,
+                         duration=args.duration, interval=args.interval))
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.reports import report_command
+
+    asyncio.run(report_command(settings, day=args.day, streams=args.stream))
+
+
+def _address(args: argparse.Namespace) -> dict[str, object]:
+    return {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="streamstats",
+        description="Live-stream health analytics: Socket.IO ingest into TimescaleDB, "
+        "rollups, alerts and reports. Configured through the environment (see README).",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="apply the schema migrations that are missing").set_defaults(
+        func=cmd_migrate)
+
+    for name, func, text in (
+        ("serve", cmd_serve, "run the Socket.IO ingest server"),
+        ("run", cmd_run, "migrate, then run the ingest server and the job runner in one process"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host", help="listen address (default STREAMSTATS_HOST, 127.0.0.1)")
+        p.add_argument("--port", type=int, help="listen port (default STREAMSTATS_PORT, 8000)")
+        p.set_defaults(func=func)
+        if name == "run":
+            p.add_argument("--simulate", type=int, default=0, metavar="N",
+                           help="also feed the server with N simulated streamers")
+
+    p = sub.add_parser("jobs", help="run the scheduled jobs (rollups, retention, drops, reports)")
+    p.add_argument("--once", choices=JOB_NAMES, metavar="NAME",
+                   help=f"run one job once and exit: {', '.join(JOB_NAMES)}")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("token", help="print a signed JWT for a client")
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--stream", action="append", default=[], metavar="ID",
+                   help="a stream the token may act on (repeatable)")
+    p.add_argument("--sub", default=None, help="user id (default: the role name)")
+    p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (3600)")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("simulate", help="realistic streamers and viewers against a server")
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--streams", type=int, default=10)
+    p.add_argument("--viewers", type=int, default=0)
+    p.add_argument("--duration", type=float, default=60, metavar="SECONDS")
+    p.add_argument("--interval", type=float, default=5, metavar="SECONDS",
+                   help="seconds between a streamer's updates (5, as in the seed)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("report", help="write the daily report for a day (on demand or backfill)")
+    p.add_argument("--day", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    p.add_argument("--stream", action="append", default=[], metavar="ID",
+                   help="only this stream (repeatable)")
+    p.set_defaults(func=cmd_report)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        logs.configure(settings.log_format, settings.log_level)
+        args.func(settings, args)
+    except StreamStatsError as exc:
+        print(f"streamstats: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

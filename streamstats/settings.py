@@ -1,0 +1,144 @@
+"""The one typed settings object; nothing else in the project reads the environment."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streamstats.errors import SettingsError
+
+PREFIX = "STREAMSTATS_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept `30d`, `12h`, `90m`, `45s`, `250ms` or plain seconds besides ISO 8601 (`P30D`)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            number, unit = match.groups()
+            return timedelta(seconds=float(number) * _UNITS[(unit or "s").lower()])
+    return value
+
+
+Duration = Annotated[timedelta, Field(gt=timedelta(0))]
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (DESIGN.md, "Configuration")."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, case_sensitive=False, extra="ignore", frozen=True,
+        populate_by_name=True,
+    )
+
+    database_url: str = Field(
+        "postgresql:///streamstats", validation_alias=AliasChoices("DATABASE_URL")
+    )
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL"))
+    jwt_secret: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = ["*"]
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Write path.
+    batch_ms: int = Field(50, ge=1, le=60_000)
+    batch_rows: int = Field(1000, ge=1, le=100_000)
+    queue_rows: int = Field(100_000, ge=1)
+    rate_limit: float = Field(50, gt=0)
+    write_timeout: Duration = timedelta(seconds=10)
+    max_event_bytes: int = Field(16 * 1024, ge=256)
+    pool_size: int = Field(4, ge=2, le=100)
+
+    # Jobs and storage.
+    raw_retention: Duration = timedelta(days=30)
+    rollup_1m_retention: Duration = timedelta(days=90)
+    rollup_interval: Duration = timedelta(seconds=30)
+    drops_interval: Duration = timedelta(seconds=15)
+    reports_dir: Path = Path("reports")
+
+    # Threshold alerts at ingest.
+    alert_packet_loss_pct: float = Field(5.0, ge=0, le=100)
+    alert_fps_min: float = Field(20.0, ge=0)
+    alert_raise_after: int = Field(2, ge=1)
+    alert_clear_after: int = Field(3, ge=1)
+
+    # Bitrate-drop detection.
+    drop_window: Duration = timedelta(seconds=30)
+    drop_baseline_window: Duration = timedelta(minutes=5)
+    drop_start_ratio: float = Field(0.5, gt=0, lt=1)
+    drop_end_ratio: float = Field(0.8, gt=0, le=1)
+    drop_min_baseline_kbps: float = Field(300.0, ge=0)
+    drops_first_lookback: Duration = timedelta(hours=1)
+
+    @field_validator(
+        "write_timeout", "raw_retention", "rollup_1m_retention", "rollup_interval",
+        "drops_interval", "drop_window", "drop_baseline_window", "drops_first_lookback",
+        mode="before",
+    )
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @cached_property
+    def cors_allowed(self) -> str | list[str]:
+        """The value python-socketio expects: `"*"` or a list of origins."""
+        return "*" if self.cors_origins == ["*"] else list(self.cors_origins)
+
+    def require_jwt_secret(self) -> str:
+        """The signing secret, or a SettingsError saying how to set it."""
+        if self.jwt_secret is None or not self.jwt_secret.get_secret_value():
+            raise SettingsError(
+                f"{PREFIX}JWT_SECRET is not set: the server needs it to verify tokens "
+                f"(e.g. export {PREFIX}JWT_SECRET=$(openssl rand -hex 32))"
+            )
+        return self.jwt_secret.get_secret_value()
+
+
+def _variable(field: str) -> str:
+    """The environment variable behind a field (errors name a field by its alias when it has one)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if info is None:
+        return field.upper()
+    return f"{PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, turning validation errors into one line that names the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            given = error.get("input")
+            shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+            problems.append(f"{_variable(field)}: {error['msg']}{shown}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

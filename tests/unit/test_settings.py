@@ -1,0 +1,81 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from streamstats.errors import SettingsError
+from streamstats.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("STREAMSTATS_") or name in ("DATABASE_URL", "REDIS_URL"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_match_the_design():
+    s = load_settings()
+    assert s.database_url == "postgresql:///streamstats"
+    assert s.redis_url is None
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert (s.batch_ms, s.batch_rows, s.queue_rows) == (50, 1000, 100_000)
+    assert s.write_timeout == timedelta(seconds=10)
+    assert s.raw_retention == timedelta(days=30)
+    assert s.rollup_interval == timedelta(seconds=30)
+    assert s.reports_dir == Path("reports")
+    assert s.log_format == "text"
+
+
+def test_environment_variables_are_read(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.example/stats")
+    monkeypatch.setenv("STREAMSTATS_BATCH_MS", "20")
+    monkeypatch.setenv("STREAMSTATS_RAW_RETENTION", "7d")
+    monkeypatch.setenv("STREAMSTATS_WRITE_TIMEOUT", "2.5")
+    monkeypatch.setenv("STREAMSTATS_CORS_ORIGINS", "https://a.example, https://b.example")
+    s = load_settings()
+    assert s.database_url == "postgresql://db.example/stats"
+    assert s.batch_ms == 20
+    assert s.raw_retention == timedelta(days=7)
+    assert s.write_timeout == timedelta(seconds=2.5)
+    assert s.cors_allowed == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STREAMSTATS_BATCH_MS", "fast"),
+        ("STREAMSTATS_PORT", "70000"),
+        ("STREAMSTATS_LOG_FORMAT", "xml"),
+        ("STREAMSTATS_RAW_RETENTION", "forever"),
+        ("STREAMSTATS_QUEUE_ROWS", "0"),
+        ("DATABASE_URL", "mysql://localhost/x"),
+    ],
+)
+def test_a_malformed_value_is_one_line_naming_the_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert variable in message
+    assert "\n" not in message
+    assert caught.value.__cause__ is None  # no chained pydantic traceback
+
+
+def test_a_missing_jwt_secret_is_reported_when_it_is_needed():
+    with pytest.raises(SettingsError, match="STREAMSTATS_JWT_SECRET"):
+        load_settings().require_jwt_secret()
+
+
+def test_cli_prints_a_settings_error_without_a_traceback(monkeypatch, capsys):
+    from streamstats.cli import main
+
+    monkeypatch.setenv("STREAMSTATS_BATCH_ROWS", "lots")
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamstats: error: ") and "STREAMSTATS_BATCH_ROWS" in err
+    assert "Traceback" not in err
