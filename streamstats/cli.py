@@ -56,15 +56,30 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
     from ingest.auth import mint_token
 
-    print(mint_token(settings.require_jwt_secret(), role=args.role, streams=args.stream,
-                     sub=args.sub, ttl=args.ttl))
+    print(
+        mint_token(
+            settings.require_jwt_secret(),
+            role=args.role,
+            streams=args.stream,
+            sub=args.sub,
+            ttl=args.ttl,
+        )
+    )
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
     from ingest.simulate import simulate
 
-    asyncio.run(simulate(settings, url=args.url, streams=args.streams, viewers=args.viewers,
-                         duration=args.duration, interval=args.interval))
+    asyncio.run(
+        simulate(
+            settings,
+            url=args.url,
+            streams=args.streams,
+            viewers=args.viewers,
+            duration=args.duration,
+            interval=args.interval,
+        )
+    )
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
@@ -86,7 +101,8 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("migrate", help="apply the schema migrations that are missing").set_defaults(
-        func=cmd_migrate)
+        func=cmd_migrate
+    )
 
     for name, func, text in (
         ("serve", cmd_serve, "run the Socket.IO ingest server"),
@@ -97,18 +113,32 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="listen port (default STREAMSTATS_PORT, 8000)")
         p.set_defaults(func=func)
         if name == "run":
-            p.add_argument("--simulate", type=int, default=0, metavar="N",
-                           help="also feed the server with N simulated streamers")
+            p.add_argument(
+                "--simulate",
+                type=int,
+                default=0,
+                metavar="N",
+                help="also feed the server with N simulated streamers",
+            )
 
     p = sub.add_parser("jobs", help="run the scheduled jobs (rollups, retention, drops, reports)")
-    p.add_argument("--once", choices=JOB_NAMES, metavar="NAME",
-                   help=f"run one job once and exit: {', '.join(JOB_NAMES)}")
+    p.add_argument(
+        "--once",
+        choices=JOB_NAMES,
+        metavar="NAME",
+        help=f"run one job once and exit: {', '.join(JOB_NAMES)}",
+    )
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("token", help="print a signed JWT for a client")
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--stream", action="append", default=[], metavar="ID",
-                   help="a stream the token may act on (repeatable)")
+    p.add_argument(
+        "--stream",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a stream the token may act on (repeatable)",
+    )
     p.add_argument("--sub", default=None, help="user id (default: the role name)")
     p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (3600)")
     p.set_defaults(func=cmd_token)
@@ -118,14 +148,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--streams", type=int, default=10)
     p.add_argument("--viewers", type=int, default=0)
     p.add_argument("--duration", type=float, default=60, metavar="SECONDS")
-    p.add_argument("--interval", type=float, default=5, metavar="SECONDS",
-                   help="seconds between a streamer's updates (5, as in the seed)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5,
+        metavar="SECONDS",
+        help="seconds between a streamer's updates (5, as in the seed)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("report", help="write the daily report for a day (on demand or backfill)")
     p.add_argument("--day", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
-    p.add_argument("--stream", action="append", default=[], metavar="ID",
-                   help="only this stream (repeatable)")
+    p.add_argument(
+        "--stream", action="append", default=[], metavar="ID", help="only this stream (repeatable)"
+    )
     p.set_defaults(func=cmd_report)
     return top
 

@@ -49,8 +49,12 @@ async def create_pool(
     """A connection pool with the project's type codecs."""
     try:
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, timeout=timeout,
-            init=_init_connection, **kwargs,
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            init=_init_connection,
+            **kwargs,
         )
     except CONNECTION_ERRORS as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc

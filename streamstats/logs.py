@@ -1,4 +1,4 @@
-"""Logging setup: readable text by default, one JSON object per line with STREAMSTATS_LOG_FORMAT=json."""
+"""Logging setup: readable text by default, one JSON object a line with LOG_FORMAT=json."""
 
 from __future__ import annotations
 

@@ -95,15 +95,20 @@ async def migrate(url: str, directory: Path | None = None) -> list[Migration]:
         try:
             pending = check(known, await applied(conn))
             for migration in pending:
-                logger.info("applying migration %s", migration.label,
-                            extra={"action": "apply_migration", "migration": migration.label})
+                logger.info(
+                    "applying migration %s",
+                    migration.label,
+                    extra={"action": "apply_migration", "migration": migration.label},
+                )
                 try:
                     async with conn.transaction():
                         await conn.execute(migration.sql)
                         await conn.execute(
                             "INSERT INTO schema_migrations (version, name, checksum) "
                             "VALUES ($1, $2, $3)",
-                            migration.version, migration.name, migration.checksum,
+                            migration.version,
+                            migration.name,
+                            migration.checksum,
                         )
                 except asyncpg.PostgresError as exc:
                     raise MigrationError(f"{migration.label}.sql failed: {exc}") from exc

@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     """Configuration from the environment (DESIGN.md, "Configuration")."""
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, case_sensitive=False, extra="ignore", frozen=True,
+        env_prefix=PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
         populate_by_name=True,
     )
 
@@ -82,8 +85,14 @@ class Settings(BaseSettings):
     drops_first_lookback: Duration = timedelta(hours=1)
 
     @field_validator(
-        "write_timeout", "raw_retention", "rollup_1m_retention", "rollup_interval",
-        "drops_interval", "drop_window", "drop_baseline_window", "drops_first_lookback",
+        "write_timeout",
+        "raw_retention",
+        "rollup_1m_retention",
+        "rollup_interval",
+        "drops_interval",
+        "drop_window",
+        "drop_baseline_window",
+        "drops_first_lookback",
         mode="before",
     )
     @classmethod
@@ -120,7 +129,7 @@ class Settings(BaseSettings):
 
 
 def _variable(field: str) -> str:
-    """The environment variable behind a field (errors name a field by its alias when it has one)."""
+    """The environment variable behind a field (errors name aliased fields by their alias)."""
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info else None
     if isinstance(alias, AliasChoices):

@@ -20,7 +20,7 @@ def sql_root() -> Path:
 
 
 def parse_queries(text: str) -> dict[str, str]:
-    """Split a file of `-- name --` sections into {name: sql}; the line after a header describes it."""
+    """Split `-- name --` sections into {name: sql}; the line after a header describes it."""
     queries: dict[str, str] = {}
     headers = list(_HEADER.finditer(text))
     for header, following in zip(headers, [*headers[1:], None], strict=True):

@@ -14,7 +14,9 @@ def run_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streamstats.cli", *args],
         env={"DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -31,26 +33,45 @@ def test_migrate_twice_applies_everything_then_nothing(empty_database):
 async def test_the_schema_is_a_hypertable_with_the_designed_columns(database_url):
     conn = await asyncpg.connect(database_url)
     try:
-        columns = [r[0] for r in await conn.fetch(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = 'stream_stats' ORDER BY ordinal_position")]
+        columns = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'stream_stats' ORDER BY ordinal_position"
+            )
+        ]
         hyper = await conn.fetchval(
             "SELECT count(*) FROM timescaledb_information.hypertables "
-            "WHERE hypertable_name = 'stream_stats'")
+            "WHERE hypertable_name = 'stream_stats'"
+        )
         pk = await conn.fetchval(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = 'stream_stats'::regclass AND contype = 'p'")
+            "WHERE conrelid = 'stream_stats'::regclass AND contype = 'p'"
+        )
         with pytest.raises(asyncpg.CheckViolationError):
-            await conn.execute("INSERT INTO stream_stats (time, stream_id, quality) "
-                               "VALUES (now(), gen_random_uuid(), 'excellent')")
+            await conn.execute(
+                "INSERT INTO stream_stats (time, stream_id, quality) "
+                "VALUES (now(), gen_random_uuid(), 'excellent')"
+            )
     finally:
         await conn.close()
     assert columns == [
-        "time", "stream_id", "bitrate_kbps", "fps", "width", "height", "audio_level_db",
-        "packet_loss_pct", "latency_ms", "upload_kbps", "download_kbps", "quality", "received_at",
+        "time",
+        "stream_id",
+        "bitrate_kbps",
+        "fps",
+        "width",
+        "height",
+        "audio_level_db",
+        "packet_loss_pct",
+        "latency_ms",
+        "upload_kbps",
+        "download_kbps",
+        "quality",
+        "received_at",
     ]
     assert hyper == 1
-    assert pk == "PRIMARY KEY (stream_id, \"time\")"
+    assert pk == 'PRIMARY KEY (stream_id, "time")'
 
 
 def test_an_edited_applied_migration_is_refused(empty_database, tmp_path):
@@ -68,7 +89,7 @@ def test_a_failing_migration_leaves_nothing_behind(empty_database, tmp_path):
     folder.mkdir()
     (folder / "0001_good.sql").write_text("CREATE TABLE a (x int);")
     (folder / "0002_bad.sql").write_text("CREATE TABLE b (x int); SELECT no_such_function();")
-    with pytest.raises(MigrationError, match="0002_bad.sql failed"):
+    with pytest.raises(MigrationError, match=r"0002_bad\.sql failed"):
         asyncio.run(migrations.migrate(empty_database, folder))
 
     async def state() -> tuple[list[int], bool]:
@@ -85,7 +106,7 @@ def test_a_failing_migration_leaves_nothing_behind(empty_database, tmp_path):
 
 def test_a_badly_named_migration_file_is_refused(tmp_path):
     (tmp_path / "1_first.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNNN_description.sql"):
+    with pytest.raises(MigrationError, match=r"NNNN_description\.sql"):
         migrations.discover(tmp_path)
 
 
@@ -102,8 +123,11 @@ def test_a_migration_unknown_to_this_version_is_refused(empty_database, tmp_path
 
 def test_concurrent_migrates_apply_each_migration_once(empty_database):
     async def both() -> list[list[migrations.Migration]]:
-        return list(await asyncio.gather(migrations.migrate(empty_database),
-                                         migrations.migrate(empty_database)))
+        return list(
+            await asyncio.gather(
+                migrations.migrate(empty_database), migrations.migrate(empty_database)
+            )
+        )
 
     results = asyncio.run(both())
     assert sorted(len(r) for r in results) == [0, len(migrations.discover())]
