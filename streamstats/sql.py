@@ -34,7 +34,14 @@ def parse_queries(text: str) -> dict[str, str]:
 
 @cache
 def load_queries() -> dict[str, str]:
-    return parse_queries((sql_root() / "queries.sql").read_text())
+    """Every named query in `sql/queries/*.sql` (one file per area); names are unique overall."""
+    queries: dict[str, str] = {}
+    for path in sorted((sql_root() / "queries").glob("*.sql")):
+        for name, body in parse_queries(path.read_text()).items():
+            if name in queries:
+                raise ValueError(f"query {name!r} in {path.name} is defined twice")
+            queries[name] = body
+    return queries
 
 
 class _Queries:

@@ -10,6 +10,7 @@ import pytest
 
 from streamstats import migrations
 from tests import dbutil
+from tests.servers import ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +68,18 @@ def make_settings(database_url: str, tmp_path) -> Callable[..., object]:
         return Settings.model_validate(values)
 
     return make
+
+
+@pytest.fixture
+def start_server(database_url: str, tmp_path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start real `streamstats serve` processes on the test database; all stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(**kwargs: object) -> ServerProcess:
+        server = ServerProcess(database_url, tmp_path, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

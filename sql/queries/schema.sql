@@ -1,4 +1,4 @@
--- Named runtime queries: each under a `-- name --` header, then a one-line description.
+-- Named queries about the schema itself: `-- name --`, then a one-line description.
 
 -- timescaledb_license --
 -- The TimescaleDB edition in use: apache or timescale.

@@ -1,0 +1,1 @@
+"""The Socket.IO ingest service: auth, validation, rooms and presence, the batch writer."""

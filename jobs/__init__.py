@@ -1,0 +1,1 @@
+"""Scheduled jobs: rollups, retention, bitrate drops, reports."""
