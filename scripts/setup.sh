@@ -31,4 +31,10 @@ if [ -f tests/js/package-lock.json ]; then
     fi
 fi
 
+if [ ! -f .env ] || ! grep -q '^STREAMSTATS_JWT_SECRET=' .env; then
+    say "writing a new JWT signing secret to .env (clients' tokens are signed with it)"
+    printf 'STREAMSTATS_JWT_SECRET=%s\n' "$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')" >> .env
+    chmod 600 .env
+fi
+
 .venv/bin/streamstats migrate

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
         env_prefix=PREFIX,
         case_sensitive=False,
         extra="ignore",
+        # scripts/setup.sh keeps a generated JWT secret there; real environment variables win.
+        env_file=".env",
         frozen=True,
         populate_by_name=True,
     )

@@ -8,8 +8,10 @@ from streamstats.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
+def clean_environment(monkeypatch, tmp_path):
     import os
+
+    monkeypatch.chdir(tmp_path)  # no .env file from the checkout
 
     for name in list(os.environ):
         if name.startswith("STREAMSTATS_") or name in ("DATABASE_URL", "REDIS_URL"):
@@ -62,6 +64,14 @@ def test_a_malformed_value_is_one_line_naming_the_variable(monkeypatch, variable
     assert variable in message
     assert "\n" not in message
     assert caught.value.__cause__ is None  # no chained pydantic traceback
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins(monkeypatch, tmp_path):
+    (tmp_path / ".env").write_text("STREAMSTATS_JWT_SECRET=from-file\nSTREAMSTATS_PORT=9000\n")
+    monkeypatch.setenv("STREAMSTATS_PORT", "9100")
+    s = load_settings()
+    assert s.require_jwt_secret() == "from-file"
+    assert s.port == 9100
 
 
 def test_a_missing_jwt_secret_is_reported_when_it_is_needed():
