@@ -48,6 +48,8 @@ class Settings(BaseSettings):
         "postgresql:///streamstats", validation_alias=AliasChoices("DATABASE_URL")
     )
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL"))
+    # How long a silent node's viewers keep counting (it heartbeats every third of this).
+    presence_ttl: Duration = timedelta(seconds=15)
     jwt_secret: SecretStr | None = None
 
     host: str = "127.0.0.1"
@@ -95,6 +97,7 @@ class Settings(BaseSettings):
         "drop_window",
         "drop_baseline_window",
         "drops_first_lookback",
+        "presence_ttl",
         mode="before",
     )
     @classmethod
