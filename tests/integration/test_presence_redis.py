@@ -1,4 +1,4 @@
-"""RedisPresence against a real Redis: counted across nodes, once per connection, gone with its node."""
+"""RedisPresence on a real Redis: counted across nodes, once per connection, gone with its node."""
 
 from __future__ import annotations
 
