@@ -45,7 +45,7 @@ return 1
 
 
 class RedisPresence:
-    """`Presence` shared by all nodes through one Redis; a silent node stops counting after `ttl`."""
+    """`Presence` shared by all nodes via one Redis; a silent node stops counting after `ttl`."""
 
     def __init__(
         self,
