@@ -1,0 +1,126 @@
+"""Prometheus metrics of an ingest node, and the `/metrics` page that exposes them.
+
+Hot paths only bump counters and histograms; gauges (queue depth, viewers) are read from the
+live objects when Prometheus scrapes, and the jobs' last runs come from `job_runs` then, so
+they cover every job runner, not only one in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from streamstats.db import CONNECTION_ERRORS
+from streamstats.sql import queries
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+EVENTS = Counter(
+    "streamstats_events",
+    "stream:stats:update events by outcome (stored, duplicate, rejected) and error code",
+    ["outcome", "code"],
+)
+BATCH_ROWS = Histogram(
+    "streamstats_batch_rows",
+    "Rows per committed write batch",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+FLUSH_SECONDS = Histogram(
+    "streamstats_flush_seconds",
+    "Time to write and commit one batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ACK_SECONDS = Histogram(
+    "streamstats_ack_seconds",
+    "From receiving an update to acknowledging it after commit",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUEUE_ROWS = Gauge("streamstats_queue_rows", "Rows waiting in the write queue")
+CONNECTIONS = Gauge(
+    "streamstats_connections", "Socket.IO connections on this node by role", ["role"]
+)
+VIEWERS = Gauge("streamstats_viewers", "Viewer memberships (connection x stream) held by this node")
+JOB_LAST_SUCCESS = Gauge(
+    "streamstats_job_last_success_timestamp_seconds",
+    "When each job last finished successfully (Unix time), from job_runs",
+    ["job"],
+)
+JOB_DURATION = Gauge(
+    "streamstats_job_duration_seconds",
+    "How long each job's last successful run took, from job_runs",
+    ["job"],
+)
+
+
+def event(outcome: str, code: str = "") -> None:
+    """Count one update: outcome `stored`, `duplicate` or `rejected` (with its error code)."""
+    EVENTS.labels(outcome, code).inc()
+
+
+def flushed(rows: int, seconds: float) -> None:
+    """Record one committed batch."""
+    BATCH_ROWS.observe(rows)
+    FLUSH_SECONDS.observe(seconds)
+
+
+def acknowledged(seconds: float) -> None:
+    """Record the latency of one acknowledgement."""
+    ACK_SECONDS.observe(seconds)
+
+
+def connected(role: str) -> None:
+    CONNECTIONS.labels(role).inc()
+
+
+def disconnected(role: str) -> None:
+    CONNECTIONS.labels(role).dec()
+
+
+def watch(*, queue: Callable[[], float] | None = None, viewers: Callable[[], float] | None = None):
+    """Read queue depth and viewers from these callables at scrape time."""
+    if queue is not None:
+        QUEUE_ROWS.set_function(queue)
+    if viewers is not None:
+        VIEWERS.set_function(viewers)
+
+
+async def refresh_jobs(pool: asyncpg.Pool | None) -> None:
+    """Load the jobs' last successful runs; a missing table or database leaves them as they were."""
+    if pool is None:
+        return
+    try:
+        rows = await pool.fetch(queries["job_last_successes"], timeout=2)
+    except asyncpg.UndefinedTableError:
+        return  # the jobs' migration is not applied on this database
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+        logger.debug("job metrics unavailable: %s", exc, extra={"action": "metrics_jobs_failed"})
+        return
+    for row in rows:
+        JOB_LAST_SUCCESS.labels(row["job"]).set(row["finished_at"].timestamp())
+        JOB_DURATION.labels(row["job"]).set(row["duration_s"])
+
+
+async def render(pool: asyncpg.Pool | None = None, registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The text exposition format of every metric (serve it with `CONTENT_TYPE`)."""
+    await refresh_jobs(pool)
+    return generate_latest(registry)
+
+
+def sample(name: str, labels: dict[str, str] | None = None, registry: Any = REGISTRY) -> float:
+    """The current value of one sample (0 when absent), for tests and benchmarks."""
+    value = registry.get_sample_value(name, labels or {})
+    return float(value) if value is not None else 0.0
