@@ -1,0 +1,369 @@
+"""The batch writer: a bounded queue of rows, flushed to TimescaleDB one transaction a batch.
+
+Promise: a row's future resolves only after the transaction holding it committed (`True` when
+the row was already stored), and fails with `Unavailable` when it could not be committed within
+`write_timeout`. Rows are flushed every `batch_ms` or `batch_rows`, whichever comes first.
+
+The one case no writer can make exact is a connection lost while COMMIT is in flight: the
+transaction may or may not have committed. Such rows are kept and retried (the insert is
+idempotent on `(stream_id, time)`, so a retry after a successful COMMIT reports them as
+duplicates); only if the database stays away past their deadline do they fail, with an
+`Unavailable` whose message says the update may have been stored and that resending is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import asyncpg
+
+from ingest.errors import Overloaded, Unavailable
+from ingest.rows import StatsRow
+from streamstats.db import CONNECTION_ERRORS
+from streamstats.settings import Settings
+from streamstats.sql import queries
+
+logger = logging.getLogger(__name__)
+
+# Backoff between attempts while the database is unreachable.
+BACKOFF_START = 0.05
+BACKOFF_MAX = 1.0
+# "Cannot keep up": rows wait longer than this share of write_timeout, or the queue is this full.
+LAG_SHARE = 0.5
+FULL_SHARE = 0.9
+
+_MAYBE_STORED = (
+    "the database connection was lost while committing: the update may have been stored; "
+    "resending it is safe (a stored update is acknowledged as duplicate)"
+)
+_NOT_STORED = "the database is unreachable: nothing was stored, retry later"
+
+
+class _Item(NamedTuple):
+    row: StatsRow
+    future: asyncio.Future[bool]
+    submitted: float  # loop time
+
+
+class _CommitUnknown(Exception):
+    """The connection failed while COMMIT was in flight."""
+
+
+# Errors after which a batch is retried, and errors during COMMIT that leave its outcome unknown.
+_RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, _CommitUnknown)
+_LOST: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
+
+
+class BatchWriter:
+    """Accepts rows (`submit`) and stores them in batches; see the module docstring."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool):
+        self.settings = settings
+        self.pool = pool
+        self._queue: deque[_Item] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: Any = None
+        self._closing = False
+        self._db_ok = True
+        # Rows whose last attempt failed during COMMIT: they may be stored already.
+        self._uncertain: set[tuple[UUID, Any]] = set()
+        self._batch_s = settings.batch_ms / 1000
+        self._timeout_s = settings.write_timeout.total_seconds()
+        self._sql = queries["write_batch"]
+        self.rows_written = 0
+        self.duplicates = 0
+        self.batches = 0
+        self.failures = 0
+
+    # -- public --------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Rows waiting to be committed (including a batch being retried)."""
+        return len(self._queue)
+
+    @property
+    def healthy(self) -> bool:
+        """False while the database is unreachable or rows wait too long / the queue fills."""
+        if not self._db_ok:
+            return False
+        if len(self._queue) >= FULL_SHARE * self.settings.queue_rows:
+            return False
+        if self._queue:
+            waited = asyncio.get_running_loop().time() - self._queue[0].submitted
+            if waited > LAG_SHARE * self._timeout_s:
+                return False
+        return True
+
+    async def start(self) -> None:
+        """Start the flush loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="batch-writer")
+
+    def submit(self, row: StatsRow) -> asyncio.Future[bool]:
+        """Queue a row; the future says `True` if it was already stored, once committed."""
+        if self._closing:
+            raise Unavailable("the server is shutting down: nothing was stored, retry later")
+        if len(self._queue) >= self.settings.queue_rows:
+            raise Overloaded("the write queue is full: nothing was stored, retry later")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._queue.append(_Item(row, future, loop.time()))
+        # Wake the loop only when it has something new to decide: a first row starts the
+        # batch timer, a full batch flushes at once.
+        size = len(self._queue)
+        if size == 1 or size == self.settings.batch_rows:
+            self._wakeup.set()
+        return future
+
+    async def close(self) -> None:
+        """Stop taking rows, flush what was accepted (each row within its deadline), resolve all."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._timeout_s + 1)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self.pool.release(conn)
+        # Only reachable if the loop was cancelled or died: nothing may stay unresolved.
+        while self._queue:
+            self._fail(self._queue.popleft(), _NOT_STORED)
+        logger.info(
+            "batch writer closed",
+            extra={"action": "writer_closed", "rows": self.rows_written, "batches": self.batches},
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START
+        while True:
+            await self._wait_for_batch()
+            self._expire()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            batch = self._take()
+            try:
+                await self._flush(batch)
+            except _RETRYABLE as exc:
+                self._retry_later(batch, exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            except asyncio.CancelledError:
+                self._requeue(batch)
+                raise
+            except Exception:
+                # A bug or a row the database refuses: isolate it instead of blocking the queue.
+                logger.exception("batch write failed", extra={"action": "writer_error"})
+                await self._flush_one_by_one(batch)
+            backoff = BACKOFF_START
+            if not self._db_ok:
+                self._db_ok = True
+                logger.info("database reachable again", extra={"action": "writer_recovered"})
+
+    async def _wait_for_batch(self) -> None:
+        """Return when a batch is due: oldest row waited batch_ms, batch full, or closing."""
+        loop = asyncio.get_running_loop()
+        while not self._queue and not self._closing:
+            self._wakeup.clear()
+            if self._db_ok:
+                await self._wakeup.wait()
+            else:
+                # Idle during an outage: probe, so health recovers without traffic.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), BACKOFF_MAX)
+                if not self._queue:
+                    await self._probe()
+        while self._queue and len(self._queue) < self.settings.batch_rows and not self._closing:
+            remaining = self._queue[0].submitted + self._batch_s - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _take(self) -> list[_Item]:
+        count = min(len(self._queue), self.settings.batch_rows)
+        return [self._queue.popleft() for _ in range(count)]
+
+    async def _flush(self, batch: list[_Item]) -> None:
+        """Write one batch in one transaction and resolve its futures."""
+        # Rows repeated within the batch: the first is written, the others are duplicates of it.
+        first: dict[tuple[UUID, Any], _Item] = {}
+        repeats: list[_Item] = []
+        for item in batch:
+            key = _key(item.row)
+            if key in first:
+                repeats.append(item)
+            else:
+                first[key] = item
+        rows = [item.row for item in first.values()]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        columns[1] = [_uuid(value) for value in columns[1]]
+
+        # The whole attempt ends by the oldest row's deadline: past it the row is reported
+        # unavailable, so its transaction must not commit afterwards.
+        deadline = batch[0].submitted + self._timeout_s
+        inserted = await self._transaction(columns, deadline)
+
+        # asyncpg's UUID hashes and compares like uuid.UUID.
+        stored = {(r[0], r[1]) for r in inserted}
+        for key, item in first.items():
+            self._resolve(item, key not in stored)
+        for item in repeats:
+            self._resolve(item, True)
+        self._uncertain.difference_update(first)
+        self.batches += 1
+        self.rows_written += len(stored)
+        self.duplicates += len(batch) - len(stored)
+
+    async def _transaction(self, columns: list[list[Any]], deadline: float) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        committing = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                # One connection kept between batches: a pool release costs a reset round trip.
+                if self._conn is None:
+                    self._conn = await self.pool.acquire()
+                transaction = self._conn.transaction()
+                await transaction.start()
+                inserted: list[Any] = await self._conn.fetch(self._sql, *columns)
+                if loop.time() >= deadline:
+                    raise TimeoutError
+                committing = True
+                await transaction.commit()
+                committing = False
+        except BaseException as exc:
+            # Never reuse a connection in an unknown state; terminating it also makes the
+            # server abort a transaction that was not committed yet.
+            await self._drop_connection()
+            if committing and isinstance(exc, _LOST):
+                raise _CommitUnknown(str(exc) or type(exc).__name__) from exc
+            raise
+        return inserted
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+            await self.pool.release(conn)
+
+    async def _flush_one_by_one(self, batch: list[_Item]) -> None:
+        for item in batch:
+            if item.future.done():
+                continue
+            try:
+                await self._flush([item])
+            except _RETRYABLE as exc:
+                self._retry_later([item], exc)
+            except Exception as exc:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+
+    # -- outages ---------------------------------------------------------------------------
+
+    def _retry_later(self, batch: list[_Item], exc: BaseException) -> None:
+        self.failures += 1
+        if isinstance(exc, _CommitUnknown):
+            self._uncertain.update(_key(item.row) for item in batch)
+        if self._db_ok:
+            self._db_ok = False
+            logger.warning(
+                "database unreachable, retrying: %s",
+                exc,
+                extra={"action": "writer_unavailable", "depth": len(self._queue) + len(batch)},
+            )
+        self._requeue(batch)
+
+    def _requeue(self, batch: list[_Item]) -> None:
+        # Back to the front, oldest first: the queue stays ordered by deadline.
+        self._queue.extendleft(reversed(batch))
+
+    def _expire(self) -> None:
+        """Fail rows that waited write_timeout; the queue is ordered by deadline."""
+        if not self._queue:
+            return
+        limit = asyncio.get_running_loop().time() - self._timeout_s
+        expired = 0
+        while self._queue and self._queue[0].submitted <= limit:
+            item = self._queue.popleft()
+            key = _key(item.row)
+            if key in self._uncertain:
+                self._uncertain.discard(key)
+                self._fail(item, _MAYBE_STORED)
+            else:
+                self._fail(item, _NOT_STORED)
+            expired += 1
+        if expired:
+            logger.warning(
+                "%d updates not stored within %.1fs",
+                expired,
+                self._timeout_s,
+                extra={"action": "writer_expired", "rows": expired},
+            )
+
+    async def _sleep(self, seconds: float) -> None:
+        """Back off, but wake for the next deadline so futures fail on time."""
+        loop = asyncio.get_running_loop()
+        if self._queue:
+            until_deadline = self._queue[0].submitted + self._timeout_s - loop.time()
+            seconds = max(0.0, min(seconds, until_deadline))
+        await asyncio.sleep(seconds)
+
+    async def _probe(self) -> None:
+        started = time.monotonic()
+        conn: Any = None
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                conn = await self.pool.acquire()
+                await conn.fetchval(queries["writer_probe"])
+        except CONNECTION_ERRORS:
+            if conn is not None:
+                conn.terminate()
+            return
+        finally:
+            if conn is not None:
+                await self.pool.release(conn)
+        self._db_ok = True
+        logger.info(
+            "database reachable again",
+            extra={"action": "writer_recovered", "probe_ms": (time.monotonic() - started) * 1000},
+        )
+
+    # -- futures ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve(item: _Item, duplicate: bool) -> None:
+        if not item.future.done():
+            item.future.set_result(duplicate)
+
+    @staticmethod
+    def _fail(item: _Item, message: str) -> None:
+        if not item.future.done():
+            item.future.set_exception(Unavailable(message))
+            # Nobody may be waiting any more (the client left): don't log "never retrieved".
+            item.future.exception()
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def _key(row: StatsRow) -> tuple[UUID, Any]:
+    return (_uuid(row.stream_id), row.time)
