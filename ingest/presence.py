@@ -20,3 +20,38 @@ class Presence(Protocol):
     async def count(self, stream_id: str) -> int: ...
 
     async def close(self) -> None: ...
+
+
+class MemoryPresence:
+    """Presence for a single ingest process: connection ids per stream, in memory."""
+
+    def __init__(self) -> None:
+        self._viewers: dict[str, set[str]] = {}
+        self._streams: dict[str, set[str]] = {}
+
+    async def join(self, stream_id: str, sid: str) -> None:
+        self._viewers.setdefault(stream_id, set()).add(sid)
+        self._streams.setdefault(sid, set()).add(stream_id)
+
+    async def leave(self, stream_id: str, sid: str) -> None:
+        viewers = self._viewers.get(stream_id)
+        if viewers is not None:
+            viewers.discard(sid)
+            if not viewers:
+                del self._viewers[stream_id]
+        streams = self._streams.get(sid)
+        if streams is not None:
+            streams.discard(stream_id)
+            if not streams:
+                del self._streams[sid]
+
+    async def leave_all(self, sid: str) -> None:
+        for stream_id in list(self._streams.get(sid, ())):
+            await self.leave(stream_id, sid)
+
+    async def count(self, stream_id: str) -> int:
+        return len(self._viewers.get(stream_id, ()))
+
+    async def close(self) -> None:
+        self._viewers.clear()
+        self._streams.clear()

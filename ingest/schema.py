@@ -1,0 +1,262 @@
+"""What clients send, validated with pydantic (PROTOCOL.md, "Client → server").
+
+Every error names the offending field; unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from analytics.quality import quality
+from ingest.auth import canonical_stream_id
+from ingest.errors import Invalid, TooLarge
+from ingest.rows import StatsRow
+
+# How far ahead of the server's clock a client timestamp may be (clock skew).
+MAX_FUTURE = timedelta(minutes=5)
+MAX_TIMESTAMP_CHARS = 64
+
+_STRICT = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+Kbps = Annotated[float, Field(ge=0, le=1_000_000)]
+Pixels = Annotated[int, Field(ge=0, le=16_384)]
+BandwidthKbps = Annotated[float, Field(ge=0, le=100_000_000)]
+
+
+class Resolution(BaseModel):
+    model_config = _STRICT
+    width: Pixels | None = None
+    height: Pixels | None = None
+
+
+class Bandwidth(BaseModel):
+    model_config = _STRICT
+    upload: BandwidthKbps | None = None
+    download: BandwidthKbps | None = None
+
+
+class Stats(BaseModel):
+    """The seed's `stats` object (wire names are camelCase); every metric optional."""
+
+    model_config = _STRICT
+    bitrate: Kbps | None = None
+    fps: Annotated[float, Field(ge=0, le=1_000)] | None = None
+    resolution: Resolution | None = None
+    audioLevel: Annotated[float, Field(ge=-200, le=20)] | None = None
+    packetLoss: Annotated[float, Field(ge=0, le=100)] | None = None
+    latency: Annotated[float, Field(ge=0, le=600_000)] | None = None
+    bandwidth: Bandwidth | None = None
+
+
+class Update(BaseModel):
+    model_config = _STRICT
+    streamId: str
+    stats: Stats
+    timestamp: Annotated[str, Field(max_length=MAX_TIMESTAMP_CHARS)] | None = None
+
+
+class StreamRef(BaseModel):
+    """`{ streamId }`: the payload of get, subscribe, unsubscribe, join and leave."""
+
+    model_config = _STRICT
+    streamId: str
+
+
+@dataclass(frozen=True)
+class Oversize:
+    """Stands in for an event body larger than the limit, which is never parsed."""
+
+    size: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class Unparseable:
+    """Stands in for an event body the JSON parser gave up on (nesting too deep)."""
+
+    reason: str
+
+
+class WireJson:
+    """The JSON module for Socket.IO packets: bounds the size and depth of what clients send.
+
+    python-socketio parses a whole event before any handler runs; deciding here lets an oversize
+    event be answered with `too_large` without parsing it, and a too-deeply nested one with
+    `invalid` instead of an exception that would drop the event without any answer.
+    """
+
+    def __init__(self, max_event_bytes: int):
+        self.max_event_bytes = max_event_bytes
+        self._decoder = json.JSONDecoder()
+
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        return json.dumps(obj, **kwargs)
+
+    def loads(self, text: str | bytes, **kwargs: Any) -> Any:
+        size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+        if size > self.max_event_bytes:
+            name = self._event_name(text)
+            if name is not None:
+                return [name, Oversize(size, self.max_event_bytes)]
+        try:
+            return json.loads(text, **kwargs)
+        except RecursionError:
+            name = self._event_name(text)
+            if name is None:
+                raise ValueError("the packet is nested too deeply") from None
+            return [name, Unparseable("the payload is nested too deeply")]
+
+    def _event_name(self, text: str | bytes) -> str | None:
+        """The event name at the start of an event packet's `["name", ...]` array."""
+        if isinstance(text, bytes):
+            text = text[:512].decode("utf-8", "replace")
+        if not text.startswith('["'):
+            return None
+        try:
+            name, _ = self._decoder.raw_decode(text[:512], 1)
+        except ValueError:
+            return None
+        return name if isinstance(name, str) else None
+
+
+@dataclass(frozen=True)
+class ValidUpdate:
+    """A validated `stream:stats:update`: the row to store and what to echo to monitors."""
+
+    row: StatsRow
+    stream_id: str
+    stats: dict[str, Any]
+
+    @property
+    def timestamp(self) -> str:
+        return isoformat(self.row.time)
+
+
+def isoformat(moment: datetime) -> str:
+    """UTC ISO 8601 with `Z`, milliseconds unless the value has finer precision (like JS)."""
+    moment = moment.astimezone(UTC)
+    spec = "milliseconds" if moment.microsecond % 1000 == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def check_size(data: Any) -> None:
+    """Raise for the stand-ins WireJson puts where an unacceptable body was."""
+    if isinstance(data, Oversize):
+        raise TooLarge(f"the event is {data.size} bytes; at most {data.limit} are accepted")
+    if isinstance(data, Unparseable):
+        raise Invalid(data.reason)
+
+
+def _field(loc: tuple[int | str, ...]) -> str | None:
+    return ".".join(str(part) for part in loc) or None
+
+
+def _invalid(exc: ValidationError) -> Invalid:
+    error = exc.errors(include_url=False)[0]
+    field = _field(error["loc"])
+    message = error["msg"]
+    if error["type"] == "missing":
+        message = "is required"
+    elif error["type"] == "model_type":
+        message = "must be an object"
+    return Invalid(f"{field}: {message}" if field else message, field=field)
+
+
+def stream_ref(data: Any) -> str:
+    """The canonical stream id of a `{ streamId }` payload, or Invalid."""
+    check_size(data)
+    if not isinstance(data, dict):
+        raise Invalid("the payload must be an object: { streamId }")
+    try:
+        ref = StreamRef.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return _stream_id(ref.streamId)
+
+
+def _stream_id(value: str) -> str:
+    stream_id = canonical_stream_id(value)
+    if stream_id is None:
+        raise Invalid("streamId: must be a UUID string", field="streamId")
+    return stream_id
+
+
+def _timestamp(value: str | None, now: datetime, retention: timedelta) -> datetime:
+    if value is None:
+        return now
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise Invalid(
+            "timestamp: must be ISO 8601, e.g. 2025-01-21T10:30:00.000Z", field="timestamp"
+        ) from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise Invalid("timestamp: must carry a zone (Z or an offset)", field="timestamp")
+    if moment > now + MAX_FUTURE:
+        raise Invalid("timestamp: is more than 5 minutes in the future", field="timestamp")
+    if moment < now - retention:
+        raise Invalid(
+            f"timestamp: is older than the raw-data retention ({retention})", field="timestamp"
+        )
+    return moment.astimezone(UTC)
+
+
+def parse_update(data: Any, *, now: datetime, retention: timedelta) -> ValidUpdate:
+    """Validate a `stream:stats:update` payload into the row to store, or raise Invalid/TooLarge."""
+    check_size(data)
+    if not isinstance(data, dict):
+        raise Invalid("the payload must be an object: { streamId, stats, timestamp }")
+    try:
+        update = Update.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    stream_id = _stream_id(update.streamId)
+    stats = update.stats
+    resolution = stats.resolution or Resolution()
+    bandwidth = stats.bandwidth or Bandwidth()
+    metrics = (
+        stats.bitrate,
+        stats.fps,
+        resolution.width,
+        resolution.height,
+        stats.audioLevel,
+        stats.packetLoss,
+        stats.latency,
+        bandwidth.upload,
+        bandwidth.download,
+    )
+    if all(value is None for value in metrics):
+        raise Invalid("stats: at least one metric is required", field="stats")
+    band = quality(stats.packetLoss, stats.latency, stats.fps)
+    row = StatsRow(
+        _timestamp(update.timestamp, now, retention),
+        UUID(stream_id),
+        *metrics,
+        band,
+    )
+    return ValidUpdate(row=row, stream_id=stream_id, stats=stats_payload(row))
+
+
+def stats_payload(row: Any) -> dict[str, Any]:
+    """The seed's `stats` object from a stored row (a StatsRow or a database record)."""
+    return {
+        "bitrate": _get(row, "bitrate_kbps"),
+        "fps": _get(row, "fps"),
+        "resolution": {"width": _get(row, "width"), "height": _get(row, "height")},
+        "audioLevel": _get(row, "audio_level_db"),
+        "packetLoss": _get(row, "packet_loss_pct"),
+        "latency": _get(row, "latency_ms"),
+        "bandwidth": {"upload": _get(row, "upload_kbps"), "download": _get(row, "download_kbps")},
+    }
+
+
+def _get(row: Any, name: str) -> Any:
+    return getattr(row, name) if isinstance(row, tuple) else row[name]
