@@ -1,0 +1,224 @@
+"""The batch writer against a real TimescaleDB: batching, idempotency, backpressure, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from ingest.errors import Overloaded, Unavailable
+from ingest.rows import StatsRow
+from ingest.writer import BatchWriter
+from streamstats.db import create_pool
+from tests.proxy import TcpProxy
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def row(stream: uuid.UUID, second: float, bitrate: float = 2500.0) -> StatsRow:
+    return StatsRow(
+        time=T0 + timedelta(seconds=second),
+        stream_id=stream,
+        bitrate_kbps=bitrate,
+        fps=30.0,
+        width=1280,
+        height=720,
+        audio_level_db=-12.5,
+        packet_loss_pct=0.1,
+        latency_ms=40.0,
+        upload_kbps=3000.0,
+        download_kbps=100.0,
+        quality="good",
+    )
+
+
+@asynccontextmanager
+async def running_writer(settings: Any) -> AsyncIterator[BatchWriter]:
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    writer = BatchWriter(settings, pool)
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+        await pool.close()
+
+
+async def stored(conn: asyncpg.Connection, stream: uuid.UUID) -> list[float]:
+    """Seconds after T0 of the rows stored for a stream, in order."""
+    rows = await conn.fetch(
+        "SELECT extract(epoch FROM time - $2) AS s FROM stream_stats WHERE stream_id = $1 "
+        "ORDER BY time",
+        stream,
+        T0,
+    )
+    return [float(r["s"]) for r in rows]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def test_each_row_is_stored_once_and_a_resend_is_a_duplicate(make_settings, conn):
+    stream = uuid.uuid4()
+    async with running_writer(make_settings(batch_rows=100)) as writer:
+        first = await asyncio.gather(*(writer.submit(row(stream, i)) for i in range(250)))
+        again = await asyncio.gather(*(writer.submit(row(stream, i)) for i in range(0, 250, 10)))
+    assert first == [False] * 250
+    assert again == [True] * 25
+    assert await stored(conn, stream) == [float(i) for i in range(250)]
+    received = await conn.fetchval(
+        "SELECT count(*) FROM stream_stats WHERE stream_id = $1 AND received_at > now() - interval '1 min'",
+        stream,
+    )
+    assert received == 250
+
+
+async def test_a_row_repeated_within_one_batch_is_stored_once(make_settings, conn):
+    stream = uuid.uuid4()
+    async with running_writer(make_settings(batch_ms=200)) as writer:
+        results = await asyncio.gather(
+            writer.submit(row(stream, 1)),
+            writer.submit(row(stream, 1)),
+            writer.submit(row(stream, 2)),
+        )
+    assert results == [False, True, False]
+    assert await stored(conn, stream) == [1.0, 2.0]
+
+
+async def test_latest_row_follows_time_and_never_moves_backwards(make_settings, conn):
+    stream, other = uuid.uuid4(), uuid.uuid4()
+    async with running_writer(make_settings()) as writer:
+        await asyncio.gather(
+            writer.submit(row(stream, 10, bitrate=1000)),
+            writer.submit(row(stream, 30, bitrate=3000)),
+            writer.submit(row(stream, 20, bitrate=2000)),
+            writer.submit(row(other, 5, bitrate=500)),
+        )
+        # A late sample in a later batch must not replace the newer one.
+        await writer.submit(row(stream, 25, bitrate=2500))
+        # A resent duplicate of the latest with other values does not rewrite it either.
+        await writer.submit(row(stream, 30, bitrate=9999))
+    latest = {
+        r["stream_id"]: (r["time"], r["bitrate_kbps"])
+        for r in await conn.fetch("SELECT stream_id, time, bitrate_kbps FROM stream_latest")
+    }
+    assert latest[stream] == (T0 + timedelta(seconds=30), 3000.0)
+    assert latest[other] == (T0 + timedelta(seconds=5), 500.0)
+
+
+async def test_a_full_batch_is_flushed_before_batch_ms(make_settings):
+    stream = uuid.uuid4()
+    async with running_writer(make_settings(batch_ms=60_000, batch_rows=20)) as writer:
+        started = time.monotonic()
+        await asyncio.wait_for(
+            asyncio.gather(*(writer.submit(row(stream, i)) for i in range(20))), 5
+        )
+        assert time.monotonic() - started < 5
+        assert writer.batches == 1
+
+
+async def test_a_partial_batch_is_flushed_after_batch_ms(make_settings):
+    stream = uuid.uuid4()
+    async with running_writer(make_settings(batch_ms=300, batch_rows=1000)) as writer:
+        started = time.monotonic()
+        await asyncio.gather(*(writer.submit(row(stream, i)) for i in range(3)))
+        waited = time.monotonic() - started
+    assert 0.25 <= waited < 3
+
+
+async def test_a_full_queue_refuses_at_once_and_stores_nothing_refused(make_settings, conn):
+    stream = uuid.uuid4()
+    async with running_writer(make_settings(batch_ms=60_000, queue_rows=5)) as writer:
+        accepted = [writer.submit(row(stream, i)) for i in range(5)]
+        assert writer.depth == 5
+        with pytest.raises(Overloaded):
+            writer.submit(row(stream, 99))
+    # close() flushed what it had accepted.
+    assert [f.result() for f in accepted] == [False] * 5
+    assert await stored(conn, stream) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+async def test_close_commits_everything_accepted_then_refuses(make_settings, conn):
+    stream = uuid.uuid4()
+    async with running_writer(make_settings(batch_ms=60_000, batch_rows=1000)) as writer:
+        futures = [writer.submit(row(stream, i)) for i in range(500)]
+        await writer.close()
+        assert all(f.done() and f.result() is False for f in futures)
+        with pytest.raises(Unavailable):
+            writer.submit(row(stream, 1000))
+    assert len(await stored(conn, stream)) == 500
+
+
+@pytest.mark.parametrize("outage", ["cut", "hang"])
+async def test_an_outage_fails_late_rows_unstored_and_the_writer_recovers(
+    outage, make_settings, database_url, conn
+):
+    stream = uuid.uuid4()
+    with TcpProxy.for_database(database_url) as proxy:
+        settings = make_settings(database_url=proxy.url(database_url), write_timeout="1.5s")
+        async with running_writer(settings) as writer:
+            assert await writer.submit(row(stream, 0)) is False
+            assert writer.healthy
+
+            getattr(proxy, outage)()
+            lost = [writer.submit(row(stream, i)) for i in range(1, 21)]
+            results = await asyncio.gather(*lost, return_exceptions=True)
+            assert all(isinstance(r, Unavailable) for r in results), results
+            assert not writer.healthy
+            assert writer.depth == 0
+
+            # Rows submitted during the outage but within their deadline are stored afterwards.
+            pending = [writer.submit(row(stream, i)) for i in range(21, 31)]
+            await asyncio.sleep(0.3)
+            proxy.forward()
+            assert await asyncio.gather(*pending) == [False] * 10
+            await wait_until(lambda: writer.healthy, 5)
+            assert await writer.submit(row(stream, 31)) is False
+
+    # Nothing reported as unavailable was stored, then or later.
+    assert await stored(conn, stream) == [0.0, *[float(i) for i in range(21, 32)]]
+
+
+async def test_health_recovers_without_traffic_after_an_outage(make_settings, database_url):
+    stream = uuid.uuid4()
+    with TcpProxy.for_database(database_url) as proxy:
+        settings = make_settings(database_url=proxy.url(database_url), write_timeout="0.5s")
+        async with running_writer(settings) as writer:
+            proxy.cut()
+            with pytest.raises(Unavailable):
+                await writer.submit(row(stream, 0))
+            assert not writer.healthy
+            proxy.forward()
+            await wait_until(lambda: writer.healthy, 5)
+
+
+async def test_memory_stays_bounded_during_an_outage(make_settings, database_url):
+    stream = uuid.uuid4()
+    with TcpProxy.for_database(database_url) as proxy:
+        settings = make_settings(
+            database_url=proxy.url(database_url), queue_rows=50, write_timeout="1s"
+        )
+        async with running_writer(settings) as writer:
+            proxy.hang()
+            accepted, refused = [], 0
+            for i in range(500):
+                try:
+                    accepted.append(writer.submit(row(stream, i)))
+                except Overloaded:
+                    refused += 1
+            assert len(accepted) == 50 and refused == 450
+            assert writer.depth <= 50
+            await asyncio.gather(*accepted, return_exceptions=True)
+            proxy.forward()
