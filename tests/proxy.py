@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import Literal
 
 Mode = Literal["forward", "cut", "hang"]
@@ -81,7 +82,7 @@ class TcpProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _call(self, func, *args) -> None:  # type: ignore[no-untyped-def]
+    def _call(self, func: Callable[..., None], *args: object) -> None:
         async def run() -> None:
             func(*args)
 

@@ -79,7 +79,8 @@ async def test_each_row_is_stored_once_and_a_resend_is_a_duplicate(make_settings
     assert again == [True] * 25
     assert await stored(conn, stream) == [float(i) for i in range(250)]
     received = await conn.fetchval(
-        "SELECT count(*) FROM stream_stats WHERE stream_id = $1 AND received_at > now() - interval '1 min'",
+        "SELECT count(*) FROM stream_stats "
+        "WHERE stream_id = $1 AND received_at > now() - interval '1 min'",
         stream,
     )
     assert received == 250
