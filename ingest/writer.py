@@ -23,6 +23,7 @@ from uuid import UUID
 
 import asyncpg
 
+from ingest import metrics
 from ingest.errors import Overloaded, Unavailable
 from ingest.rows import StatsRow
 from streamstats.db import CONNECTION_ERRORS
@@ -220,7 +221,9 @@ class BatchWriter:
         # The whole attempt ends by the oldest row's deadline: past it the row is reported
         # unavailable, so its transaction must not commit afterwards.
         deadline = batch[0].submitted + self._timeout_s
+        started = time.perf_counter()
         inserted = await self._transaction(columns, deadline)
+        metrics.flushed(len(batch), time.perf_counter() - started)
 
         # asyncpg's UUID hashes and compares like uuid.UUID.
         stored = {(r[0], r[1]) for r in inserted}
