@@ -1,15 +1,15 @@
 """Prometheus metrics of an ingest node, and the `/metrics` page that exposes them.
 
-Hot paths only bump counters and histograms; gauges (queue depth, viewers) are read from the
-live objects when Prometheus scrapes, and the jobs' last runs come from `job_runs` then, so
-they cover every job runner, not only one in this process.
+Hot paths only bump counters and histograms; gauges (queue depth, connections, viewers) are
+read from the live objects when Prometheus scrapes, and the jobs' last runs come from
+`job_runs` then, so they cover every job runner, not only one in this process.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from prometheus_client import (
@@ -22,8 +22,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ingest.auth import ROLES
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.sql import queries
+
+if TYPE_CHECKING:
+    from ingest.app import IngestApp
+    from ingest.http import Response
 
 logger = logging.getLogger(__name__)
 
@@ -82,22 +87,6 @@ def acknowledged(seconds: float) -> None:
     ACK_SECONDS.observe(seconds)
 
 
-def connected(role: str) -> None:
-    CONNECTIONS.labels(role).inc()
-
-
-def disconnected(role: str) -> None:
-    CONNECTIONS.labels(role).dec()
-
-
-def watch(*, queue: Callable[[], float] | None = None, viewers: Callable[[], float] | None = None):
-    """Read queue depth and viewers from these callables at scrape time."""
-    if queue is not None:
-        QUEUE_ROWS.set_function(queue)
-    if viewers is not None:
-        VIEWERS.set_function(viewers)
-
-
 async def refresh_jobs(pool: asyncpg.Pool | None) -> None:
     """Load the jobs' last successful runs; a missing table or database leaves them as they were."""
     if pool is None:
@@ -118,6 +107,21 @@ async def render(pool: asyncpg.Pool | None = None, registry: CollectorRegistry =
     """The text exposition format of every metric (serve it with `CONTENT_TYPE`)."""
     await refresh_jobs(pool)
     return generate_latest(registry)
+
+
+async def page(app: IngestApp) -> Response:
+    """`GET /metrics`: this node's state read now, then every metric in the text format."""
+    from ingest.http import Response
+
+    if app.writer is not None:
+        QUEUE_ROWS.set(app.writer.depth)
+    roles = collections.Counter(conn.principal.role for conn in app.connections.values())
+    for role in ROLES:
+        CONNECTIONS.labels(role).set(roles.get(role, 0))
+    viewers = getattr(app.presence, "local_viewers", None)
+    if viewers is not None:
+        VIEWERS.set(viewers)
+    return Response(200, await render(app.pool), CONTENT_TYPE)
 
 
 def sample(name: str, labels: dict[str, str] | None = None, registry: Any = REGISTRY) -> float:
