@@ -52,6 +52,10 @@ class Principal:
         """Whether the token's stream scope includes this stream."""
         return self.streams is None or stream_id in self.streams
 
+    def can(self, action: Action) -> bool:
+        """Whether this role may do `action` at all (on some stream)."""
+        return self.role in _ALLOWED[action]
+
     def may(self, action: Action, stream_id: str) -> bool:
         """Whether this role may do `action` on the stream (canonical UUID string)."""
         return self.role in _ALLOWED[action] and self.sees(stream_id)

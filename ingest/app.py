@@ -1,0 +1,469 @@
+"""The Socket.IO ingest app: PROTOCOL.md's events, rooms, acknowledgements and broadcasts.
+
+Rooms (other modules emit to them):
+- `streamer:<streamId>`: the connections of streamers whose token names the stream;
+- `monitor:<streamId>`: monitors (moderator/analyst/admin) whose token is limited to the stream
+  and who are subscribed to it;
+- `monitors:all`: monitors without a `streams` claim. One who unsubscribes from a stream stays
+  there and is skipped when that stream is broadcast (a per-connection exclusion);
+- `viewer:<streamId>`: viewers who joined the stream (they never receive monitor traffic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import socketio
+
+from ingest.auth import Action, Principal, canonical_stream_id, decode_token
+from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
+from ingest.http import HttpApp
+from ingest.presence import MemoryPresence, Presence
+from ingest.ratelimit import TokenBucket
+from ingest.rows import StatsRow
+from ingest.schema import WireJson, check_size, isoformat, parse_update, stats_payload, stream_ref
+from ingest.writer import BatchWriter
+from streamstats.db import CONNECTION_ERRORS, create_pool
+from streamstats.errors import DatabaseUnavailable
+from streamstats.settings import Settings
+from streamstats.sql import queries
+
+logger = logging.getLogger(__name__)
+
+ALL_MONITORS = "monitors:all"
+# Reads for `stream:stats:get` give up after this long and answer `unavailable`.
+READ_TIMEOUT = 5.0
+# Engine.IO drops a connection whose message exceeds this; anything between the 16 KiB event
+# limit and this is answered with `too_large` instead.
+MAX_MESSAGE_BYTES = 1_000_000
+
+AfterCommit = Callable[[StatsRow, bool], Awaitable[None]]
+# What a handler returns: the acknowledgement, or None when it answered with an event.
+Answer = dict[str, Any] | None
+
+
+def streamer_room(stream_id: str) -> str:
+    return f"streamer:{stream_id}"
+
+
+def monitor_room(stream_id: str) -> str:
+    return f"monitor:{stream_id}"
+
+
+def viewer_room(stream_id: str) -> str:
+    return f"viewer:{stream_id}"
+
+
+# Whether the event being handled came with an acknowledgement callback (set per handler task).
+_ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack", default=False)
+
+
+class _Server(socketio.AsyncServer):
+    """AsyncServer that tells handlers whether the client wants an acknowledgement.
+
+    python-socketio sends a handler's return value as the acknowledgement but does not say
+    whether one was asked for; PROTOCOL.md answers with an event when it was not. It also
+    counts handlers in flight, so a drain can wait until every answer is sent.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def _handle_event_internal(
+        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
+    ) -> None:
+        _ack_requested.set(id is not None)
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+
+@dataclass
+class Connection:
+    """What the server keeps per Socket.IO connection on this node."""
+
+    principal: Principal
+    bucket: TokenBucket
+    # Streams an all-access monitor unsubscribed from.
+    excluded: set[str] = field(default_factory=set)
+
+
+class IngestApp:
+    """The ingest service: a python-socketio AsyncServer plus plain HTTP, as one ASGI app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        presence: Presence | None = None,
+        client_manager: socketio.AsyncManager | None = None,
+    ):
+        self.settings = settings
+        self._secret = settings.require_jwt_secret()
+        self.sio: socketio.AsyncServer = _Server(
+            async_mode="asgi",
+            client_manager=client_manager,
+            cors_allowed_origins=settings.cors_allowed,
+            json=WireJson(settings.max_event_bytes),
+            max_http_buffer_size=max(MAX_MESSAGE_BYTES, 4 * settings.max_event_bytes),
+            logger=False,
+            engineio_logger=False,
+        )
+        self.http = HttpApp(self)
+        self.asgi = socketio.ASGIApp(
+            self.sio, other_asgi_app=self.http, on_startup=self.start, on_shutdown=self.close
+        )
+        self.presence: Presence = presence if presence is not None else MemoryPresence()
+        self.pool: asyncpg.Pool | None = None
+        self.writer: BatchWriter | None = None
+        self.after_commit: list[AfterCommit] = []
+        self.connections: dict[str, Connection] = {}
+        self.draining = False
+        self._writer_closed = False
+        # Unsubscribed all-access monitors per stream: skipped when it is broadcast.
+        self._excluded: dict[str, set[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._register()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the pool and start the writer (ASGI lifespan startup)."""
+        try:
+            self.pool = await create_pool(
+                self.settings.database_url, min_size=1, max_size=self.settings.pool_size
+            )
+        except DatabaseUnavailable as exc:
+            # Serve anyway: updates answer `unavailable` and /readyz says 503 until it is back.
+            logger.warning("%s; serving without it", exc, extra={"action": "db_unavailable"})
+            self.pool = await create_pool(
+                self.settings.database_url, min_size=0, max_size=self.settings.pool_size
+            )
+        self.writer = BatchWriter(self.settings, self.pool)
+        await self.writer.start()
+        logger.info("ingest app started", extra={"action": "started"})
+
+    async def drain(self) -> None:
+        """Refuse new updates, flush every accepted one, wait until each is acknowledged."""
+        self.draining = True
+        if self.writer is not None and not self._writer_closed:
+            self._writer_closed = True
+            await self.writer.close()
+        server = self.sio
+        assert isinstance(server, _Server)
+        while server.in_flight or self._tasks:
+            await server.idle.wait()
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Close the writer (if not drained), presence and pool (ASGI lifespan shutdown)."""
+        if self.writer is not None and not self._writer_closed:
+            self._writer_closed = True
+            await self.writer.close()
+        try:
+            await self.presence.close()
+        except Exception:
+            logger.exception("closing presence failed", extra={"action": "presence_error"})
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            try:
+                await asyncio.wait_for(pool.close(), READ_TIMEOUT)
+            except TimeoutError:
+                pool.terminate()
+
+    # -- emitting --------------------------------------------------------------------------
+
+    async def emit_to_stream(
+        self, event: str, data: dict[str, Any], stream_id: str, *, streamers: bool
+    ) -> None:
+        """Emit to the monitors allowed to see the stream (and its streamers), each client once."""
+        rooms = [monitor_room(stream_id), ALL_MONITORS]
+        if streamers:
+            rooms.append(streamer_room(stream_id))
+        # A list of rooms reaches a client in several of them once; skip_sid drops monitors
+        # that unsubscribed from this stream while staying in monitors:all.
+        skip = list(self._excluded.get(stream_id, ()))
+        await self.sio.emit(event, data, to=rooms, skip_sid=skip or None)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, sid: str, event: str, body: dict[str, Any]) -> Answer:
+        """Success: through the acknowledgement callback if the client gave one, else `event`."""
+        if _ack_requested.get():
+            return {"ok": True, **body}
+        await self.sio.emit(event, body, to=sid)
+        return None
+
+    async def _refuse(
+        self, sid: str, event: str, error: ClientError, stream_id: str | None
+    ) -> Answer:
+        """Failure: `{ok: false, error}` to the callback, else an `error` event."""
+        body = error.payload()
+        if _ack_requested.get():
+            return {"ok": False, "error": body}
+        message: dict[str, Any] = {**body, "event": event}
+        if stream_id is not None:
+            message["streamId"] = stream_id
+        await self.sio.emit("error", message, to=sid)
+        return None
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        for event, handler in (
+            ("stream:stats:update", self._on_update),
+            ("stream:stats:get", self._on_get),
+            ("stream:stats:subscribe", self._on_subscribe),
+            ("stream:stats:unsubscribe", self._on_unsubscribe),
+            ("stream:join", self._on_join),
+            ("stream:leave", self._on_leave),
+        ):
+            self.sio.on(event, self._guarded(event, handler))
+
+    def _guarded(
+        self, event: str, handler: Callable[[str, Connection, Any], Awaitable[Answer]]
+    ) -> Callable[..., Awaitable[Answer]]:
+        """Wrap a handler with the checks every event gets and the answer/error plumbing."""
+
+        async def run(sid: str, *args: Any) -> Answer:
+            data = args[0] if len(args) == 1 else None
+            hint = canonical_stream_id(data.get("streamId")) if isinstance(data, dict) else None
+            try:
+                check_size(data)
+                connection = self.connections.get(sid)
+                if connection is None:
+                    raise Unauthorized("the connection is not authenticated")
+                if not connection.bucket.allow():
+                    raise RateLimited(
+                        f"more than {self.settings.rate_limit:g} events/s on this connection"
+                    )
+                if hint is not None and not _stream_allowed(connection.principal, event, hint):
+                    # Decided before validation: nothing about a foreign stream is revealed.
+                    raise Forbidden(
+                        f"a {connection.principal.role} token may not use {event} on stream {hint}"
+                    )
+                return await handler(sid, connection, data)
+            except ClientError as error:
+                return await self._refuse(sid, event, error, hint)
+            except Exception:
+                logger.exception("%s failed", event, extra={"action": "handler_error"})
+                return await self._refuse(
+                    sid, event, Unavailable("the server failed to handle the event"), hint
+                )
+
+        return run
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            principal = decode_token(token, self._secret)
+        except Unauthorized as exc:
+            logger.info(
+                "connection refused: %s", exc, extra={"action": "connect_refused", "sid": sid}
+            )
+            raise socketio.exceptions.ConnectionRefusedError(str(exc), exc.payload()) from None
+        self.connections[sid] = Connection(principal, TokenBucket(self.settings.rate_limit))
+        rooms: list[str] = []
+        if principal.role == "streamer":
+            rooms = [streamer_room(s) for s in principal.streams or ()]
+        elif principal.is_monitor:
+            rooms = (
+                [ALL_MONITORS]
+                if principal.streams is None
+                else [monitor_room(s) for s in principal.streams]
+            )
+        for room in rooms:
+            await self.sio.enter_room(sid, room)
+        logger.debug(
+            "%s %s connected",
+            principal.role,
+            principal.sub,
+            extra={"action": "connect", "sid": sid, "role": principal.role},
+        )
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        connection = self.connections.pop(sid, None)
+        if connection is not None:
+            for stream_id in connection.excluded:
+                self._unexclude(stream_id, sid)
+        try:
+            await self.presence.leave_all(sid)
+        except Exception:
+            logger.exception("presence leave failed", extra={"action": "presence_error"})
+
+    async def _on_update(self, sid: str, connection: Connection, data: Any) -> Answer:
+        principal = connection.principal
+        if not principal.can("update"):
+            raise Forbidden(f"a {principal.role} may not send stream:stats:update")
+        if self.draining or self.writer is None:
+            raise Unavailable("the server is shutting down: nothing was stored, retry later")
+        update = parse_update(data, now=datetime.now(UTC), retention=self.settings.raw_retention)
+        duplicate = await self.writer.submit(update.row)
+        result = {
+            "streamId": update.stream_id,
+            "timestamp": update.timestamp,
+            "quality": update.row.quality,
+            "duplicate": duplicate,
+        }
+        answer = await self._answer(sid, "stream:stats:received", result)
+        broadcast = None
+        if not duplicate:
+            broadcast = {
+                "streamId": update.stream_id,
+                "stats": update.stats,
+                "timestamp": update.timestamp,
+                "quality": update.row.quality,
+            }
+        # After the acknowledgement: python-socketio sends a returned answer as soon as this
+        # handler returns, before the task below first runs.
+        self._spawn(self._after_commit(update.row, duplicate, broadcast))
+        return answer
+
+    async def _after_commit(
+        self, row: StatsRow, duplicate: bool, broadcast: dict[str, Any] | None
+    ) -> None:
+        if broadcast is not None:
+            await self.emit_to_stream(
+                "stream:stats:update", broadcast, broadcast["streamId"], streamers=False
+            )
+        for hook in list(self.after_commit):
+            try:
+                await hook(row, duplicate)
+            except Exception:
+                logger.exception("after-commit hook failed", extra={"action": "hook_error"})
+
+    async def _on_get(self, sid: str, connection: Connection, data: Any) -> Answer:
+        principal = connection.principal
+        if not principal.can("get"):
+            raise Forbidden(f"a {principal.role} may not send stream:stats:get")
+        stream_id = stream_ref(data)
+        record = await self._latest(stream_id)
+        try:
+            viewers = await self.presence.count(stream_id)
+        except Exception as exc:
+            logger.warning("presence count failed: %s", exc, extra={"action": "presence_error"})
+            raise Unavailable("viewer presence is unreachable, retry later") from exc
+        stats = None
+        if record is not None:
+            stats = {**stats_payload(record), "lastUpdated": isoformat(record["time"])}
+        result = {
+            "streamId": stream_id,
+            "stats": stats,
+            "quality": record["quality"] if record is not None else None,
+            "viewerCount": viewers,
+        }
+        return await self._answer(sid, "stream:stats:current", result)
+
+    async def _latest(self, stream_id: str) -> asyncpg.Record | None:
+        if self.pool is None:
+            raise Unavailable("the database is unreachable, retry later")
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                async with self.pool.acquire() as conn:
+                    record: asyncpg.Record | None = await conn.fetchrow(
+                        queries["ingest_latest"], UUID(stream_id)
+                    )
+                    return record
+        except CONNECTION_ERRORS as exc:  # TimeoutError included
+            logger.warning("latest read failed: %s", exc, extra={"action": "read_unavailable"})
+            raise Unavailable("the database is unreachable, retry later") from exc
+
+    async def _on_subscribe(self, sid: str, connection: Connection, data: Any) -> Answer:
+        stream_id = self._monitored(connection, "stream:stats:subscribe", data)
+        if connection.principal.streams is None:
+            connection.excluded.discard(stream_id)
+            self._unexclude(stream_id, sid)
+        else:
+            await self.sio.enter_room(sid, monitor_room(stream_id))
+        return {"ok": True, "streamId": stream_id, "subscribed": True}
+
+    async def _on_unsubscribe(self, sid: str, connection: Connection, data: Any) -> Answer:
+        stream_id = self._monitored(connection, "stream:stats:unsubscribe", data)
+        if connection.principal.streams is None:
+            connection.excluded.add(stream_id)
+            self._excluded.setdefault(stream_id, set()).add(sid)
+        else:
+            await self.sio.leave_room(sid, monitor_room(stream_id))
+        return {"ok": True, "streamId": stream_id, "subscribed": False}
+
+    def _monitored(self, connection: Connection, event: str, data: Any) -> str:
+        if not connection.principal.can("monitor"):
+            raise Forbidden(f"a {connection.principal.role} may not send {event}")
+        return stream_ref(data)
+
+    def _unexclude(self, stream_id: str, sid: str) -> None:
+        sids = self._excluded.get(stream_id)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self._excluded[stream_id]
+
+    async def _on_join(self, sid: str, connection: Connection, data: Any) -> Answer:
+        stream_id = self._watched(connection, "stream:join", data)
+        await self.presence.join(stream_id, sid)
+        if sid not in self.connections:
+            # Disconnected while joining: disconnect's leave_all may have run before the join.
+            await self.presence.leave(stream_id, sid)
+        else:
+            await self.sio.enter_room(sid, viewer_room(stream_id))
+        return {"ok": True, "streamId": stream_id}
+
+    async def _on_leave(self, sid: str, connection: Connection, data: Any) -> Answer:
+        stream_id = self._watched(connection, "stream:leave", data)
+        await self.presence.leave(stream_id, sid)
+        await self.sio.leave_room(sid, viewer_room(stream_id))
+        return {"ok": True, "streamId": stream_id}
+
+    def _watched(self, connection: Connection, event: str, data: Any) -> str:
+        if not connection.principal.can("watch"):
+            raise Forbidden(f"a {connection.principal.role} may not send {event}")
+        return stream_ref(data)
+
+
+# The permission each event needs on the stream it names.
+_EVENT_ACTION: dict[str, Action] = {
+    "stream:stats:update": "update",
+    "stream:stats:get": "get",
+    "stream:stats:subscribe": "monitor",
+    "stream:stats:unsubscribe": "monitor",
+    "stream:join": "watch",
+    "stream:leave": "watch",
+}
+
+
+def _stream_allowed(principal: Principal, event: str, stream_id: str) -> bool:
+    """False only when the role may do the event but not on this stream (role checks come later)."""
+    action = _EVENT_ACTION[event]
+    return not principal.can(action) or principal.may(action, stream_id)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    presence: Presence | None = None,
+    client_manager: socketio.AsyncManager | None = None,
+) -> IngestApp:
+    """The ingest app for these settings (in-memory presence unless one is given)."""
+    return IngestApp(settings, presence=presence, client_manager=client_manager)
