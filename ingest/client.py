@@ -29,8 +29,8 @@ class _Lost(Exception):
 
 
 def now_iso() -> str:
-    """The current time as PROTOCOL.md timestamps look (ISO 8601, UTC, milliseconds, `Z`)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now as an ISO 8601 UTC timestamp; microseconds, so rapid updates get distinct keys."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class StatsClient:
