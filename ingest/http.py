@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ingest import metrics
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.sql import queries
 
@@ -64,7 +65,7 @@ async def readyz(app: IngestApp) -> Response:
 
 
 # Path → handler; other modules add their pages here (e.g. `/metrics`).
-ROUTES: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz}
+ROUTES: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics.page}
 
 
 class HttpApp:
