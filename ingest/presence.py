@@ -52,6 +52,11 @@ class MemoryPresence:
     async def count(self, stream_id: str) -> int:
         return len(self._viewers.get(stream_id, ()))
 
+    @property
+    def local_viewers(self) -> int:
+        """Viewer memberships held by this process (for /metrics)."""
+        return sum(len(sids) for sids in self._viewers.values())
+
     async def close(self) -> None:
         self._viewers.clear()
         self._streams.clear()
