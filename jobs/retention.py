@@ -1,0 +1,40 @@
+"""The retention job: drop old raw chunks and old 1-minute rollups; hours and days are kept."""
+
+from __future__ import annotations
+
+import logging
+
+from jobs.base import JobContext
+from jobs.rollups import refresh
+from streamstats.sql import queries
+
+logger = logging.getLogger(__name__)
+
+
+async def run(ctx: JobContext) -> int:
+    """Drop raw chunks older than raw_retention, delete 1-minute rollups older than theirs."""
+    raw_before = ctx.now - ctx.settings.raw_retention
+    minutes_before = ctx.now - ctx.settings.rollup_1m_retention
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        # Materialize whatever is still pending before its raw rows go: dropping chunks fires
+        # no row trigger, and a bucket left pending would be computed live from rows that no
+        # longer exist. The rollups lock keeps a concurrent refresh out until we commit.
+        await conn.execute(queries["rollups_lock"])
+        await refresh(conn, ctx.now)
+        chunks = await conn.fetchval(queries["retention_drop_raw"], raw_before)
+        status = await conn.execute(queries["rollups_delete_1m_before"], minutes_before)
+    deleted = int(status.split()[-1])
+    logger.info(
+        "retention: dropped %d raw chunks before %s, %d one-minute rollups before %s",
+        chunks,
+        raw_before,
+        deleted,
+        minutes_before,
+        extra={
+            "action": "retention",
+            "raw_before": raw_before,
+            "chunks": chunks,
+            "rollups_1m_deleted": deleted,
+        },
+    )
+    return int(chunks) + deleted

@@ -1,0 +1,213 @@
+-- Rollup refresh (jobs/rollups.py) and rollup state. All refresh steps run in one transaction
+-- under the `rollups` job lock; each is one statement, so the log entries it consumes and the
+-- raw rows it aggregates come from the same snapshot: a writer that has not committed yet is
+-- invisible in both, and its entries stay in the log for the next refresh.
+
+-- rollups_lock --
+-- Wait for the rollups job's advisory lock until the end of the transaction (retention uses it).
+SELECT pg_advisory_xact_lock(hashtextextended('streamstats.job:rollups', 0))
+
+-- rollups_refresh_1m --
+-- Claim the log entries of complete minutes ($1 = now), recompute those minutes, queue hours/days.
+WITH claimed AS (
+    DELETE FROM rollup_invalidations
+    WHERE minute <= $1::timestamptz - interval '1 minute'
+    RETURNING stream_id, minute
+),
+keys AS (
+    SELECT DISTINCT stream_id, minute AS bucket FROM claimed
+),
+fresh AS (
+    SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
+           avg(r.bitrate_kbps) AS bitrate_kbps_avg,
+           min(r.bitrate_kbps) AS bitrate_kbps_min,
+           max(r.bitrate_kbps) AS bitrate_kbps_max,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p95,
+           avg(r.fps) AS fps_avg, min(r.fps) AS fps_min,
+           avg(r.packet_loss_pct) AS packet_loss_pct_avg,
+           max(r.packet_loss_pct) AS packet_loss_pct_max,
+           avg(r.latency_ms) AS latency_ms_avg,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS latency_ms_p95,
+           max(r.latency_ms) AS latency_ms_max,
+           (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
+           (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
+           (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
+    FROM keys k
+    JOIN stream_stats r
+      ON r.stream_id = k.stream_id
+     AND r.time >= k.bucket AND r.time < k.bucket + interval '1 minute'
+    GROUP BY k.bucket, k.stream_id
+),
+emptied AS (
+    -- Buckets whose raw rows were all deleted lose their rollup row.
+    DELETE FROM rollup_1m m USING keys k
+    WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
+    RETURNING 1
+),
+upserted AS (
+    INSERT INTO rollup_1m SELECT * FROM fresh
+    ON CONFLICT (stream_id, bucket) DO UPDATE SET
+        samples = EXCLUDED.samples,
+        bitrate_kbps_avg = EXCLUDED.bitrate_kbps_avg,
+        bitrate_kbps_min = EXCLUDED.bitrate_kbps_min,
+        bitrate_kbps_max = EXCLUDED.bitrate_kbps_max,
+        bitrate_kbps_p50 = EXCLUDED.bitrate_kbps_p50,
+        bitrate_kbps_p95 = EXCLUDED.bitrate_kbps_p95,
+        fps_avg = EXCLUDED.fps_avg,
+        fps_min = EXCLUDED.fps_min,
+        packet_loss_pct_avg = EXCLUDED.packet_loss_pct_avg,
+        packet_loss_pct_max = EXCLUDED.packet_loss_pct_max,
+        latency_ms_avg = EXCLUDED.latency_ms_avg,
+        latency_ms_p95 = EXCLUDED.latency_ms_p95,
+        latency_ms_max = EXCLUDED.latency_ms_max,
+        good_samples = EXCLUDED.good_samples,
+        fair_samples = EXCLUDED.fair_samples,
+        poor_samples = EXCLUDED.poor_samples
+    RETURNING 1
+),
+queued AS (
+    INSERT INTO rollup_pending (granularity, stream_id, bucket)
+    SELECT DISTINCT '1h', stream_id, time_bucket('1 hour', bucket) FROM keys
+    UNION
+    SELECT DISTINCT '1d', stream_id, time_bucket('1 day', bucket) FROM keys
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
+       (SELECT count(*) FROM keys) AS buckets,
+       (SELECT count(*) FROM queued) AS queued
+
+-- rollups_refresh_1h --
+-- Recompute the queued hours that are complete ($1 = now) from raw rows.
+WITH claimed AS (
+    DELETE FROM rollup_pending
+    WHERE granularity = '1h' AND bucket <= $1::timestamptz - interval '1 hour'
+    RETURNING stream_id, bucket
+),
+fresh AS (
+    SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
+           avg(r.bitrate_kbps) AS bitrate_kbps_avg,
+           min(r.bitrate_kbps) AS bitrate_kbps_min,
+           max(r.bitrate_kbps) AS bitrate_kbps_max,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p95,
+           avg(r.fps) AS fps_avg, min(r.fps) AS fps_min,
+           avg(r.packet_loss_pct) AS packet_loss_pct_avg,
+           max(r.packet_loss_pct) AS packet_loss_pct_max,
+           avg(r.latency_ms) AS latency_ms_avg,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS latency_ms_p95,
+           max(r.latency_ms) AS latency_ms_max,
+           (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
+           (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
+           (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
+    FROM claimed k
+    JOIN stream_stats r
+      ON r.stream_id = k.stream_id
+     AND r.time >= k.bucket AND r.time < k.bucket + interval '1 hour'
+    GROUP BY k.bucket, k.stream_id
+),
+emptied AS (
+    DELETE FROM rollup_1h m USING claimed k
+    WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
+    RETURNING 1
+),
+upserted AS (
+    INSERT INTO rollup_1h SELECT * FROM fresh
+    ON CONFLICT (stream_id, bucket) DO UPDATE SET
+        samples = EXCLUDED.samples,
+        bitrate_kbps_avg = EXCLUDED.bitrate_kbps_avg,
+        bitrate_kbps_min = EXCLUDED.bitrate_kbps_min,
+        bitrate_kbps_max = EXCLUDED.bitrate_kbps_max,
+        bitrate_kbps_p50 = EXCLUDED.bitrate_kbps_p50,
+        bitrate_kbps_p95 = EXCLUDED.bitrate_kbps_p95,
+        fps_avg = EXCLUDED.fps_avg,
+        fps_min = EXCLUDED.fps_min,
+        packet_loss_pct_avg = EXCLUDED.packet_loss_pct_avg,
+        packet_loss_pct_max = EXCLUDED.packet_loss_pct_max,
+        latency_ms_avg = EXCLUDED.latency_ms_avg,
+        latency_ms_p95 = EXCLUDED.latency_ms_p95,
+        latency_ms_max = EXCLUDED.latency_ms_max,
+        good_samples = EXCLUDED.good_samples,
+        fair_samples = EXCLUDED.fair_samples,
+        poor_samples = EXCLUDED.poor_samples
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
+       (SELECT count(*) FROM claimed) AS buckets
+
+-- rollups_refresh_1d --
+-- Recompute the queued UTC days that are complete ($1 = now) from raw rows.
+WITH claimed AS (
+    DELETE FROM rollup_pending
+    WHERE granularity = '1d' AND bucket <= $1::timestamptz - interval '1 day'
+    RETURNING stream_id, bucket
+),
+fresh AS (
+    SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
+           avg(r.bitrate_kbps) AS bitrate_kbps_avg,
+           min(r.bitrate_kbps) AS bitrate_kbps_min,
+           max(r.bitrate_kbps) AS bitrate_kbps_max,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p95,
+           avg(r.fps) AS fps_avg, min(r.fps) AS fps_min,
+           avg(r.packet_loss_pct) AS packet_loss_pct_avg,
+           max(r.packet_loss_pct) AS packet_loss_pct_max,
+           avg(r.latency_ms) AS latency_ms_avg,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS latency_ms_p95,
+           max(r.latency_ms) AS latency_ms_max,
+           (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
+           (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
+           (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
+    FROM claimed k
+    JOIN stream_stats r
+      ON r.stream_id = k.stream_id
+     AND r.time >= k.bucket AND r.time < k.bucket + interval '1 day'
+    GROUP BY k.bucket, k.stream_id
+),
+emptied AS (
+    DELETE FROM rollup_1d m USING claimed k
+    WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
+      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
+    RETURNING 1
+),
+upserted AS (
+    INSERT INTO rollup_1d SELECT * FROM fresh
+    ON CONFLICT (stream_id, bucket) DO UPDATE SET
+        samples = EXCLUDED.samples,
+        bitrate_kbps_avg = EXCLUDED.bitrate_kbps_avg,
+        bitrate_kbps_min = EXCLUDED.bitrate_kbps_min,
+        bitrate_kbps_max = EXCLUDED.bitrate_kbps_max,
+        bitrate_kbps_p50 = EXCLUDED.bitrate_kbps_p50,
+        bitrate_kbps_p95 = EXCLUDED.bitrate_kbps_p95,
+        fps_avg = EXCLUDED.fps_avg,
+        fps_min = EXCLUDED.fps_min,
+        packet_loss_pct_avg = EXCLUDED.packet_loss_pct_avg,
+        packet_loss_pct_max = EXCLUDED.packet_loss_pct_max,
+        latency_ms_avg = EXCLUDED.latency_ms_avg,
+        latency_ms_p95 = EXCLUDED.latency_ms_p95,
+        latency_ms_max = EXCLUDED.latency_ms_max,
+        good_samples = EXCLUDED.good_samples,
+        fair_samples = EXCLUDED.fair_samples,
+        poor_samples = EXCLUDED.poor_samples
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
+       (SELECT count(*) FROM claimed) AS buckets
+
+-- rollups_backlog --
+-- What the views still compute live: log entries and queued hours/days, with the oldest of each.
+SELECT (SELECT count(*) FROM rollup_invalidations) AS invalidations,
+       (SELECT min(minute) FROM rollup_invalidations) AS oldest_minute,
+       (SELECT count(*) FROM rollup_pending WHERE granularity = '1h') AS pending_hours,
+       (SELECT count(*) FROM rollup_pending WHERE granularity = '1d') AS pending_days
+
+-- rollups_delete_1m_before --
+-- Retention of 1-minute rollups: delete buckets older than $1.
+DELETE FROM rollup_1m WHERE bucket < $1::timestamptz
+
+-- retention_drop_raw --
+-- Drop the raw chunks that end before $1 (no row triggers fire: rollups keep those buckets).
+SELECT count(*) FROM drop_chunks('stream_stats', older_than => $1::timestamptz)
