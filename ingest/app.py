@@ -23,6 +23,7 @@ from uuid import UUID
 import asyncpg
 import socketio
 
+import ingest.alerts
 from ingest.auth import Action, Principal, canonical_stream_id, decode_token
 from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
 from ingest.http import HttpApp
@@ -133,6 +134,9 @@ class IngestApp:
         self.pool: asyncpg.Pool | None = None
         self.writer: BatchWriter | None = None
         self.after_commit: list[AfterCommit] = []
+        # Extensions' lifecycle (ingest/alerts.py's LISTEN task): run after start, before close.
+        self.on_start: list[Callable[[], Awaitable[None]]] = []
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
         self.connections: dict[str, Connection] = {}
         self.draining = False
         self._writer_closed = False
@@ -157,6 +161,8 @@ class IngestApp:
             )
         self.writer = BatchWriter(self.settings, self.pool)
         await self.writer.start()
+        for hook in self.on_start:
+            await hook()
         logger.info("ingest app started", extra={"action": "started"})
 
     async def drain(self) -> None:
@@ -174,6 +180,8 @@ class IngestApp:
 
     async def close(self) -> None:
         """Close the writer (if not drained), presence and pool (ASGI lifespan shutdown)."""
+        for hook in self.on_close:
+            await hook()
         if self.writer is not None and not self._writer_closed:
             self._writer_closed = True
             await self.writer.close()
@@ -191,16 +199,26 @@ class IngestApp:
     # -- emitting --------------------------------------------------------------------------
 
     async def emit_to_stream(
-        self, event: str, data: dict[str, Any], stream_id: str, *, streamers: bool
+        self,
+        event: str,
+        data: dict[str, Any],
+        stream_id: str,
+        *,
+        streamers: bool,
+        local: bool = False,
     ) -> None:
-        """Emit to the monitors allowed to see the stream (and its streamers), each client once."""
+        """Emit to the monitors allowed to see the stream (and its streamers), each client once.
+
+        `local`: only to this node's clients, even with the Redis manager (which would otherwise
+        publish to every node): for events every node receives on its own, like job alerts.
+        """
         rooms = [monitor_room(stream_id), ALL_MONITORS]
         if streamers:
             rooms.append(streamer_room(stream_id))
         # A list of rooms reaches a client in several of them once; skip_sid drops monitors
         # that unsubscribed from this stream while staying in monitors:all.
         skip = list(self._excluded.get(stream_id, ()))
-        await self.sio.emit(event, data, to=rooms, skip_sid=skip or None)
+        await self.sio.emit(event, data, to=rooms, skip_sid=skip or None, ignore_queue=local)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -466,4 +484,6 @@ def create_app(
     client_manager: socketio.AsyncManager | None = None,
 ) -> IngestApp:
     """The ingest app for these settings (in-memory presence unless one is given)."""
-    return IngestApp(settings, presence=presence, client_manager=client_manager)
+    app = IngestApp(settings, presence=presence, client_manager=client_manager)
+    ingest.alerts.install(app)
+    return app

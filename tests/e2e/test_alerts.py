@@ -1,0 +1,226 @@
+"""Alerts through real servers: threshold alerts at ingest, job alerts relayed once per client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import redis
+import socketio
+
+from ingest.auth import mint_token
+from jobs import drops
+from jobs.base import JobContext
+from streamstats.db import create_pool
+from tests.servers import JWT_SECRET, ServerProcess
+
+REDIS_URL = "redis://127.0.0.1:6379/8"
+
+
+class Recorder:
+    """A connected client and the `stream:alert` events it received."""
+
+    def __init__(self, sio: socketio.AsyncClient):
+        self.sio = sio
+        self.alerts: list[dict[str, Any]] = []
+        sio.on("stream:alert", self.alerts.append)
+
+    def states(self, type: str | None = None) -> list[str]:
+        return [a["state"] for a in self.alerts if type is None or a["type"] == type]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Any]]:
+    clients: list[socketio.AsyncClient] = []
+
+    async def connect(server: ServerProcess, role: str, streams: list[str] | None = None):
+        sio = socketio.AsyncClient(reconnection=False)
+        clients.append(sio)
+        recorder = Recorder(sio)
+        token = mint_token(JWT_SECRET, role=role, streams=streams, sub=f"{role}-{len(clients)}")
+        await sio.connect(server.url, auth={"token": token}, transports=["websocket"])
+        return recorder
+
+    yield connect
+    for sio in clients:
+        if sio.connected:
+            await sio.disconnect()
+    await asyncio.sleep(0)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def send(streamer: Recorder, stream: str, at: datetime, *, loss: float, fps: float = 30):
+    answer = await streamer.sio.call(
+        "stream:stats:update",
+        {
+            "streamId": stream,
+            "stats": {"bitrate": 2500, "fps": fps, "packetLoss": loss, "latency": 40},
+            "timestamp": iso(at),
+        },
+        timeout=10,
+    )
+    assert answer["ok"], answer
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_congestion_episode_is_raised_and_cleared_once_for_streamer_and_monitor(
+    start_server, connect, conn
+):
+    server = start_server()
+    stream, other = str(uuid.uuid4()), str(uuid.uuid4())
+    streamer = await connect(server, "streamer", [stream])
+    monitor = await connect(server, "moderator")
+    limited = await connect(server, "analyst", [stream])
+    bystander = await connect(server, "streamer", [other])
+    viewer = await connect(server, "viewer", [stream])
+
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    losses = [0.2, 0.3, 9.0, 12.0, 15.0, 11.0, 0.5, 4.0, 0.1, 0.2, 0.3, 0.1]
+    times = [start + timedelta(seconds=5 * i) for i in range(len(losses))]
+    for at, loss in zip(times, losses, strict=True):
+        await send(streamer, stream, at, loss=loss)
+
+    await eventually(lambda: len(monitor.alerts) >= 2 and len(streamer.alerts) >= 2)
+    await asyncio.sleep(0.5)  # anything extra would arrive by now
+    for client in (streamer, monitor, limited):
+        assert client.states() == ["raised", "cleared"]
+        raised, cleared = client.alerts
+        assert raised["streamId"] == stream and raised["type"] == "packet_loss_high"
+        assert raised["value"] == 12.0 and raised["threshold"] == 5.0
+        assert raised["startedAt"] == iso(times[2])
+        assert "endedAt" not in raised
+        # 0.5 then 4.0 are good (not above 5 %): the clearing streak starts at the 0.5.
+        assert cleared["endedAt"] == iso(times[6])
+        assert cleared["startedAt"] == iso(times[2])
+    assert bystander.alerts == [] and viewer.alerts == []
+
+    rows = await conn.fetch("SELECT * FROM stream_alerts")
+    assert len(rows) == 1
+    assert rows[0]["raised_at"] == times[2] and rows[0]["cleared_at"] == times[6]
+    warnings = [line for line in server.log().splitlines() if "WARNING" in line]
+    assert sum("packet_loss_high on stream" in line for line in warnings) == 1
+
+
+async def test_an_open_episode_survives_a_restart_without_a_second_raise(
+    start_server, connect, conn
+):
+    server = start_server()
+    stream = str(uuid.uuid4())
+    streamer = await connect(server, "streamer", [stream])
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    for i in range(3):
+        await send(streamer, stream, start + timedelta(seconds=i), loss=0, fps=12)
+    await eventually(lambda: streamer.states() == ["raised"])
+    await streamer.sio.disconnect()
+    server.kill()
+
+    server = start_server()
+    streamer = await connect(server, "streamer", [stream])
+    monitor = await connect(server, "admin")
+    later = start + timedelta(seconds=10)
+    fps = [10, 11, 9, 30, 30, 30]
+    for i, value in enumerate(fps):
+        await send(streamer, stream, later + timedelta(seconds=i), loss=0, fps=value)
+    await eventually(lambda: len(monitor.alerts) >= 1)
+    await asyncio.sleep(0.5)
+    for client in (streamer, monitor):
+        assert client.states() == ["cleared"]
+        assert client.alerts[0]["type"] == "fps_low"
+        assert client.alerts[0]["startedAt"] == iso(start)
+    assert await conn.fetchval("SELECT count(*) FROM stream_alerts") == 1
+
+
+async def seed_drop(conn: asyncpg.Connection, stream: uuid.UUID, end: datetime) -> None:
+    """Ten minutes of samples up to `end`: a two-minute drop to a fifth in the middle."""
+    times, values = [], []
+    for i in range(120):
+        times.append(end - timedelta(seconds=5 * (120 - i)))
+        values.append(500.0 if 60 <= i < 84 else 2500.0)
+    await conn.execute(
+        "INSERT INTO stream_stats (time, stream_id, bitrate_kbps) "
+        "SELECT * FROM unnest($1::timestamptz[], $2::uuid[], $3::float8[])",
+        times,
+        [stream] * len(times),
+        values,
+    )
+
+
+async def run_drops_job(make_settings, database_url: str, now: datetime) -> int:
+    pool = await create_pool(database_url, max_size=2)
+    try:
+        return await drops.run(JobContext(make_settings(), pool, now))
+    finally:
+        await pool.close()
+
+
+async def wait_listening(*servers: ServerProcess) -> None:
+    await eventually(lambda: all("relaying job alerts" in s.log() for s in servers))
+
+
+async def test_a_bitrate_drop_found_by_the_job_reaches_each_client_once(
+    start_server, connect, conn, make_settings, database_url
+):
+    server = start_server()
+    stream = uuid.uuid4()
+    streamer = await connect(server, "streamer", [str(stream)])
+    monitor = await connect(server, "moderator")
+    await wait_listening(server)
+
+    now = datetime.now(UTC)
+    await seed_drop(conn, stream, now)
+    assert await run_drops_job(make_settings, database_url, now) == 2
+    await eventually(lambda: len(streamer.alerts) >= 2 and len(monitor.alerts) >= 2)
+    # Running again announces nothing new.
+    assert await run_drops_job(make_settings, database_url, now + timedelta(seconds=15)) == 0
+    await asyncio.sleep(0.5)
+    for client in (streamer, monitor):
+        assert client.states("bitrate_drop") == ["raised", "cleared"]
+        assert client.alerts[0]["value"] == 500.0
+        assert client.alerts[0]["threshold"] == 1250.0
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize("with_redis", [False, True], ids=["no-redis", "redis"])
+async def test_two_nodes_deliver_a_job_alert_once_per_client(
+    start_server, connect, conn, make_settings, database_url, with_redis
+):
+    env = {}
+    if with_redis:
+        client = redis.Redis.from_url(REDIS_URL)
+        client.flushdb()
+        client.close()
+        env = {"REDIS_URL": REDIS_URL}
+    a, b = start_server(env=env), start_server(env=env)
+    stream = uuid.uuid4()
+    clients = [
+        await connect(a, "streamer", [str(stream)]),
+        await connect(a, "moderator"),
+        await connect(b, "admin"),
+        await connect(b, "analyst", [str(stream)]),
+    ]
+    await wait_listening(a, b)
+
+    now = datetime.now(UTC)
+    await seed_drop(conn, stream, now)
+    assert await run_drops_job(make_settings, database_url, now) == 2
+    await eventually(lambda: all(len(c.alerts) >= 2 for c in clients))
+    await asyncio.sleep(1.0)  # a duplicate from the other node would have arrived by now
+    for c in clients:
+        assert c.states("bitrate_drop") == ["raised", "cleared"]

@@ -1,0 +1,153 @@
+"""The drops job on a real database: episodes stored once, announced once, caught up later."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from jobs import drops
+from jobs.base import JobContext
+from streamstats.db import create_pool
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+STEP = timedelta(seconds=5)
+
+
+async def seed(conn: asyncpg.Connection, stream: uuid.UUID, start: datetime, *segments) -> None:
+    """Samples every 5 s from `start`: segments of (duration, bitrate or None for silence)."""
+    times, values, t = [], [], start
+    for duration, value in segments:
+        end = t + duration
+        while t < end:
+            if value is not None:
+                times.append(t)
+                values.append(float(value))
+            t += STEP
+    await conn.execute(
+        "INSERT INTO stream_stats (time, stream_id, bitrate_kbps, fps, quality) "
+        "SELECT t, $2, b, 30, 'good' FROM unnest($1::timestamptz[], $3::float8[]) AS x(t, b)",
+        times,
+        stream,
+        values,
+    )
+
+
+@pytest.fixture
+async def pool(database_url):
+    pool = await create_pool(database_url, max_size=2)
+    yield pool
+    await pool.close()
+
+
+class Listener:
+    """A separate connection LISTENing on the alert channel, as an ingest node does."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+
+    def __call__(self, conn, pid, channel, payload) -> None:
+        self.received.append(json.loads(payload))
+
+    async def settle(self) -> list[dict]:
+        await asyncio.sleep(0.2)
+        return self.received
+
+
+@pytest.fixture
+async def listener(database_url):
+    conn = await asyncpg.connect(database_url)
+    listen = Listener()
+    await conn.add_listener(drops.ALERT_CHANNEL, listen)
+    yield listen
+    await conn.close()
+
+
+async def run_at(make_settings, pool, now: datetime, **overrides) -> int:
+    return await drops.run(JobContext(make_settings(**overrides), pool, now))
+
+
+async def test_a_step_drop_is_stored_once_and_announced_once(conn, pool, make_settings, listener):
+    dropping, steady = uuid.uuid4(), uuid.uuid4()
+    minutes = timedelta(minutes=1)
+    await seed(conn, dropping, T0, (10 * minutes, 2500), (2 * minutes, 600), (5 * minutes, 2400))
+    await seed(conn, steady, T0, (17 * minutes, 1800))
+    end = T0 + 17 * minutes
+
+    assert await run_at(make_settings, pool, end) == 2
+    assert await run_at(make_settings, pool, end) == 0
+    assert await run_at(make_settings, pool, end + minutes) == 0
+
+    rows = await conn.fetch("SELECT * FROM bitrate_drops")
+    assert len(rows) == 1
+    drop = rows[0]
+    assert drop["stream_id"] == dropping
+    assert T0 + 10 * minutes <= drop["started_at"] <= T0 + 10 * minutes + timedelta(seconds=30)
+    assert T0 + 12 * minutes <= drop["ended_at"] <= T0 + 12 * minutes + timedelta(seconds=30)
+    assert drop["baseline_kbps"] == 2500
+    assert drop["observed_kbps"] == 600
+    assert drop["drop_pct"] == pytest.approx(76)
+
+    alerts = await listener.settle()
+    assert [a["state"] for a in alerts] == ["raised", "cleared"]
+    assert {a["streamId"] for a in alerts} == {str(dropping)}
+    assert {a["type"] for a in alerts} == {"bitrate_drop"}
+    assert alerts[1]["endedAt"].startswith(drop["ended_at"].strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+async def test_runs_every_15_seconds_find_the_same_single_episode(
+    conn, pool, make_settings, listener
+):
+    stream = uuid.uuid4()
+    minutes = timedelta(minutes=1)
+    await seed(conn, stream, T0, (8 * minutes, 3000), (3 * minutes, 900), (4 * minutes, 3000))
+    whole = None
+    # The first run sees the first 6 minutes (its look-back is the default hour).
+    now = T0 + 6 * minutes
+    while now <= T0 + 16 * minutes:
+        await run_at(make_settings, pool, now)
+        rows = await conn.fetch("SELECT started_at, ended_at FROM bitrate_drops")
+        assert len(rows) <= 1
+        if rows and rows[0]["ended_at"] is None:
+            # While open, it is announced as raised and not yet cleared.
+            assert [a["state"] for a in listener.received] == ["raised"]
+        whole = rows
+        now += timedelta(seconds=15)
+    assert whole is not None and len(whole) == 1 and whole[0]["ended_at"] is not None
+    assert [a["state"] for a in await listener.settle()] == ["raised", "cleared"]
+
+
+async def test_a_runner_that_was_down_catches_up(conn, pool, make_settings):
+    stream = uuid.uuid4()
+    minutes = timedelta(minutes=1)
+    await seed(conn, stream, T0, (40 * minutes, 2000), (2 * minutes, 200), (18 * minutes, 2000))
+    assert await run_at(make_settings, pool, T0 + 10 * minutes) == 0
+    # Down for 50 minutes: the next run covers everything since the previous one.
+    assert await run_at(make_settings, pool, T0 + 60 * minutes) == 2
+    assert await conn.fetchval("SELECT count(*) FROM bitrate_drops") == 1
+
+
+async def test_the_first_run_looks_back_only_as_configured(conn, pool, make_settings):
+    stream = uuid.uuid4()
+    minutes = timedelta(minutes=1)
+    await seed(conn, stream, T0, (10 * minutes, 2000), (2 * minutes, 200), (10 * minutes, 2000))
+    changed = await run_at(
+        make_settings, pool, T0 + 60 * minutes, drops_first_lookback=timedelta(minutes=30)
+    )
+    assert changed == 0
+    assert await conn.fetchval("SELECT count(*) FROM bitrate_drops") == 0
+
+
+async def test_a_stream_going_silent_during_a_drop_closes_it(conn, pool, make_settings):
+    stream = uuid.uuid4()
+    minutes = timedelta(minutes=1)
+    await seed(conn, stream, T0, (10 * minutes, 2000), (1 * minutes, 300))
+    await run_at(make_settings, pool, T0 + 11 * minutes)
+    assert await conn.fetchval("SELECT ended_at FROM bitrate_drops") is None
+    await run_at(make_settings, pool, T0 + 13 * minutes)
+    last = await conn.fetchval("SELECT max(time) FROM stream_stats")
+    assert await conn.fetchval("SELECT ended_at FROM bitrate_drops") == last
