@@ -52,6 +52,9 @@ class StatsClient:
             reconnection=True,
             reconnection_delay=0.2,
             reconnection_delay_max=2,
+            # Left alone, the library takes over SIGINT and cancels every task of the process,
+            # which breaks a server running the simulator in-process (`streamstats run`).
+            handle_sigint=False,
         )
         self._connected = asyncio.Event()
         self._closed = False
