@@ -255,15 +255,19 @@ class Simulation:
                 await asyncio.sleep(duration)
             else:
                 await asyncio.Event().wait()
-        finally:
+        except asyncio.CancelledError:
+            # Stopped from outside (e.g. `streamstats run` shutting down): don't wait for acks.
             self._stopping.set()
-            await self._finish(tasks)
+            await self._finish(tasks, grace=0)
+            raise
+        self._stopping.set()
+        await self._finish(tasks, grace=15)
         return self.tally
 
-    async def _finish(self, tasks: list[asyncio.Task[None]]) -> None:
+    async def _finish(self, tasks: list[asyncio.Task[None]], grace: float) -> None:
         # Let acknowledgements of what was sent arrive (the client resends until they do).
-        if self._sends:
-            await asyncio.wait(list(self._sends), timeout=15)
+        if self._sends and grace:
+            await asyncio.wait(list(self._sends), timeout=grace)
         for task in [*tasks, *self._sends]:
             task.cancel()
         await asyncio.gather(*tasks, *self._sends, return_exceptions=True)
@@ -324,7 +328,7 @@ class Simulation:
         token = self._token("viewer", streams, f"sim-viewer-{index}")
         await asyncio.sleep(rng.uniform(0, self.interval))
         while not self._stopping.is_set():
-            sio = socketio.AsyncClient(reconnection=False)
+            sio = socketio.AsyncClient(reconnection=False, handle_sigint=False)
             try:
                 await sio.connect(self.url, auth={"token": token}, transports=["websocket"])
                 for _ in range(rng.randint(1, 4)):
