@@ -6,9 +6,6 @@ import asyncio
 import signal
 import time
 
-import pytest
-
-
 
 def wait_for_log(server, text: str, timeout: float = 15) -> str:
     deadline = time.monotonic() + timeout
