@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ import asyncpg
 import socketio
 
 import ingest.alerts
+from ingest import metrics
 from ingest.auth import Action, Principal, canonical_stream_id, decode_token
 from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
 from ingest.http import HttpApp
@@ -284,6 +286,8 @@ class IngestApp:
                     )
                 return await handler(sid, connection, data)
             except ClientError as error:
+                if event == "stream:stats:update":
+                    metrics.event("rejected", error.code)
                 return await self._refuse(sid, event, error, hint)
             except Exception:
                 logger.exception("%s failed", event, extra={"action": "handler_error"})
@@ -332,6 +336,7 @@ class IngestApp:
             logger.exception("presence leave failed", extra={"action": "presence_error"})
 
     async def _on_update(self, sid: str, connection: Connection, data: Any) -> Answer:
+        received = time.perf_counter()
         principal = connection.principal
         if not principal.can("update"):
             raise Forbidden(f"a {principal.role} may not send stream:stats:update")
@@ -346,6 +351,8 @@ class IngestApp:
             "duplicate": duplicate,
         }
         answer = await self._answer(sid, "stream:stats:received", result)
+        metrics.event("duplicate" if duplicate else "stored")
+        metrics.acknowledged(time.perf_counter() - received)
         broadcast = None
         if not duplicate:
             broadcast = {
@@ -483,7 +490,15 @@ def create_app(
     presence: Presence | None = None,
     client_manager: socketio.AsyncManager | None = None,
 ) -> IngestApp:
-    """The ingest app for these settings (in-memory presence unless one is given)."""
+    """The ingest app for these settings: with `REDIS_URL`, presence and broadcasts span nodes."""
+    if settings.redis_url:
+        from ingest.presence_redis import RedisPresence
+
+        if presence is None:
+            ttl = settings.presence_ttl.total_seconds()
+            presence = RedisPresence.from_url(settings.redis_url, ttl=ttl)
+        if client_manager is None:
+            client_manager = socketio.AsyncRedisManager(settings.redis_url)
     app = IngestApp(settings, presence=presence, client_manager=client_manager)
     ingest.alerts.install(app)
     return app
