@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,7 +14,9 @@ import pytest
 import redis
 import socketio
 
+from analytics.alerts import ALERT_CHANNEL
 from ingest.auth import mint_token
+from streamstats.sql import queries
 from tests.servers import JWT_SECRET, ServerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -140,3 +143,53 @@ async def test_a_killed_nodes_viewers_stop_counting_within_30_seconds(two_nodes,
     waited = await wait_for_count(on_b, stream, 1, timeout=30)
     # The node's last heartbeat was at most a third of the TTL before the kill.
     assert waited <= PRESENCE_TTL + 3
+
+
+def wait_for_log(server: ServerProcess, text: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged:\n{server.log()}")
+        time.sleep(0.1)
+
+
+async def test_alerts_reach_every_client_exactly_once_from_a_node_or_from_a_job(
+    two_nodes, connect, conn
+):
+    a, b = two_nodes
+    stream = str(uuid.uuid4())
+    alerts: dict[str, list[dict[str, Any]]] = {}
+    for name, node, role in (
+        ("monitor on a", a, "moderator"),
+        ("monitor on b", b, "moderator"),
+        ("streamer on b", b, "streamer"),
+    ):
+        client = await connect(node, role, [stream] if role == "streamer" else None)
+        alerts[name] = []
+        client.on("stream:alert", alerts[name].append)
+    streamer = await connect(a, "streamer", [stream])
+    for node in (a, b):
+        wait_for_log(node, "relaying job alerts")
+
+    # A threshold alert raised by node a when it commits the second lossy sample.
+    for _ in range(2):
+        lossy = update(stream)
+        lossy["stats"]["packetLoss"] = 12.0
+        ack = await streamer.call("stream:stats:update", lossy, timeout=10)
+        assert ack["ok"] is True, ack
+        await asyncio.sleep(0.01)
+    # A bitrate-drop alert from the jobs process: NOTIFY, relayed by every node to its own clients.
+    drop = {
+        "streamId": stream,
+        "type": "bitrate_drop",
+        "state": "raised",
+        "value": 900.0,
+        "threshold": 3000.0,
+        "startedAt": "2026-01-21T10:30:00.000Z",
+    }
+    await conn.execute(queries["alert_notify"], ALERT_CHANNEL, json.dumps(drop))
+    await asyncio.sleep(2.0)
+
+    for name, received in alerts.items():
+        kinds = sorted(f"{alert['type']}:{alert['state']}" for alert in received)
+        assert kinds == ["bitrate_drop:raised", "packet_loss_high:raised"], name
