@@ -1,0 +1,153 @@
+"""Daily reports: the 00:15 UTC job (the previous day) and `streamstats report` (any day).
+
+For every stream with data that day: a `stream_reports` row and `<streamId>.html` under
+`$STREAMSTATS_REPORTS_DIR/YYYY-MM-DD/`, then `summary.csv` and `index.html` rebuilt from the day's
+rows. Read from the rollup views, one stream at a time (memory stays flat however many streams).
+A whole-day run writes into a fresh directory and swaps it in, so re-running a day replaces it
+entirely; a run for some streams replaces just their files and rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pandas as pd
+from tqdm import tqdm
+
+from analytics import report
+from jobs.base import JobContext
+from streamstats.db import create_pool
+from streamstats.settings import Settings
+from streamstats.sql import queries
+
+logger = logging.getLogger(__name__)
+
+ALERT_COLUMNS = ["stream_id", "type", "value", "threshold", "raised_at", "cleared_at"]
+DROP_COLUMNS = ["stream_id", "started_at", "ended_at", "baseline_kbps", "observed_kbps", "drop_pct"]
+
+
+async def run_daily(ctx: JobContext) -> int:
+    """The scheduled job: yesterday's (UTC) reports for every stream; returns reports written."""
+    day = ctx.now.date() - timedelta(days=1)
+    return await write_day(ctx.settings, ctx.pool, day)
+
+
+async def report_command(settings: Settings, *, day: date, streams: list[str]) -> None:
+    """`streamstats report --day D [--stream ID]...`, with a progress bar."""
+    ids = [uuid.UUID(s) for s in streams] or None
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        with tqdm(desc=f"report {day.isoformat()}", unit="stream") as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            written = await write_day(settings, pool, day, ids, progress=progress)
+    finally:
+        await pool.close()
+    print(f"{written} stream reports in {settings.reports_dir / day.isoformat()}")
+
+
+async def write_day(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    day: date,
+    streams: list[uuid.UUID] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write the reports of `day` (all its streams, or only `streams`); returns how many."""
+    start, end = report.day_bounds(day)
+    final = Path(settings.reports_dir) / day.isoformat()
+    # A whole day is built aside and swapped in; some streams are written in place.
+    target = final.with_name(f".{final.name}.{os.getpid()}.tmp") if streams is None else final
+    if streams is None and target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+
+    async with pool.acquire() as conn:
+        days = await conn.fetch(queries["report_days"], start, streams)
+        alerts = _frame(await conn.fetch(queries["report_alerts"], start, end), ALERT_COLUMNS)
+        drops = _frame(await conn.fetch(queries["report_drops"], start, end), DROP_COLUMNS)
+        alerts_by = dict(tuple(alerts.groupby("stream_id"))) if len(alerts) else {}
+        drops_by = dict(tuple(drops.groupby("stream_id"))) if len(drops) else {}
+        summaries: list[dict[str, Any]] = []
+        for done, daily in enumerate(days, start=1):
+            stream_id = daily["stream_id"]
+            rows = await conn.fetch(queries["report_minutes"], stream_id, start, end)
+            minutes = pd.DataFrame([dict(r) for r in rows])
+            stream_alerts = alerts_by.get(stream_id, alerts.iloc[0:0])
+            stream_drops = drops_by.get(stream_id, drops.iloc[0:0])
+            # Rendering is CPU work: off the event loop, so a shared process keeps serving.
+            summary, page = await asyncio.to_thread(
+                _render, stream_id, day, dict(daily), minutes, stream_alerts, stream_drops
+            )
+            _write(target / f"{stream_id}.html", page)
+            summaries.append(summary)
+            if progress is not None:
+                progress(done, len(days))
+
+        async with conn.transaction():
+            await conn.execute(queries["report_delete_day"], day, streams)
+            await conn.execute(
+                queries["report_insert"],
+                day,
+                [uuid.UUID(s["stream_id"]) for s in summaries],
+                summaries,
+                [f"{day.isoformat()}/{s['stream_id']}.html" for s in summaries],
+            )
+            everything = [r["summary"] for r in await conn.fetch(queries["report_summaries"], day)]
+            _write(target / "summary.csv", report.summary_csv(everything))
+            _write(target / "index.html", report.index_page(day, everything))
+    if streams is None:
+        _swap(target, final)
+    logger.info(
+        "wrote %d stream reports for %s",
+        len(summaries),
+        day.isoformat(),
+        extra={"action": "reports_written", "day": day.isoformat(), "streams": len(summaries)},
+    )
+    return len(summaries)
+
+
+def _render(
+    stream_id: Any,
+    day: date,
+    daily: dict[str, Any],
+    minutes: pd.DataFrame,
+    alerts: pd.DataFrame,
+    drops: pd.DataFrame,
+) -> tuple[dict[str, Any], str]:
+    summary = report.summarize(stream_id, day, daily, minutes, alerts, drops)
+    images = report.charts(minutes, drops, day)
+    return summary, report.stream_page(summary, images, alerts, drops)
+
+
+def _frame(rows: list[asyncpg.Record], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace a file atomically: readers see the old or the new one, never half of one."""
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def _swap(built: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.{os.getpid()}.old")
+    if final.exists():
+        final.replace(old)
+    built.replace(final)
+    if old.exists():
+        shutil.rmtree(old)
