@@ -11,6 +11,16 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 bash scripts/provision-db.sh
 
+# The report tests render pages in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        say "installing chromium (report rendering tests)"
+        apt-get install -y -q chromium >/dev/null
+    else
+        say "warning: chromium not found: run 'apt-get install -y chromium' as root for the report tests"
+    fi
+fi
+
 stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     say "installing stream-stats and its test tools into .venv"
