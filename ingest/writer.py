@@ -38,6 +38,10 @@ BACKOFF_MAX = 1.0
 # "Cannot keep up": rows wait longer than this share of write_timeout, or the queue is this full.
 LAG_SHARE = 0.5
 FULL_SHARE = 0.9
+# Time a row must have left to be worth an attempt (an attempt normally takes milliseconds).
+MIN_ATTEMPT = 0.25
+# How often waiting rows are checked for expiry at the latest.
+EXPIRE_POLL = 0.25
 
 _MAYBE_STORED = (
     "the database connection was lost while committing: the update may have been stored; "
@@ -77,11 +81,16 @@ class BatchWriter:
         self._uncertain: set[tuple[UUID, Any]] = set()
         self._batch_s = settings.batch_ms / 1000
         self._timeout_s = settings.write_timeout.total_seconds()
+        self._margin = min(MIN_ATTEMPT, self._timeout_s / 4)
         self._sql = queries["write_batch"]
         self.rows_written = 0
         self.duplicates = 0
         self.batches = 0
         self.failures = 0
+        self.expired = 0
+        self._expired_logged = 0
+        self._expired_log_at = float("-inf")
+        self._expirer: asyncio.Task[None] | None = None
 
     # -- public --------------------------------------------------------------------------
 
@@ -107,6 +116,7 @@ class BatchWriter:
         """Start the flush loop."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="batch-writer")
+            self._expirer = asyncio.create_task(self._expire_loop(), name="batch-writer-expiry")
 
     def submit(self, row: StatsRow) -> asyncio.Future[bool]:
         """Queue a row; the future says `True` if it was already stored, once committed."""
@@ -136,9 +146,15 @@ class BatchWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self._expirer is not None:
+            self._expirer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expirer
+            self._expirer = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await self.pool.release(conn)
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
         # Only reachable if the loop was cancelled or died: nothing may stay unresolved.
         while self._queue:
             self._fail(self._queue.popleft(), _NOT_STORED)
@@ -153,10 +169,24 @@ class BatchWriter:
         backoff = BACKOFF_START
         while True:
             await self._wait_for_batch()
-            self._expire()
             if not self._queue:
                 if self._closing:
                     return
+                continue
+            try:
+                # Connecting commits nothing, so it is not bounded by the rows' deadlines (they
+                # expire on their own meanwhile): after an outage the first connection may be
+                # slower than the time the oldest waiting row has left.
+                await self._connect()
+            except CONNECTION_ERRORS as exc:
+                self._mark_unreachable(exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            # A row about to expire could only make the attempt time out (and, with a steady
+            # backlog, every following one too): fail it now, it was never sent.
+            self._expire(margin=self._margin)
+            if not self._queue:
                 continue
             batch = self._take()
             try:
@@ -174,9 +204,18 @@ class BatchWriter:
                 logger.exception("batch write failed", extra={"action": "writer_error"})
                 await self._flush_one_by_one(batch)
             backoff = BACKOFF_START
-            if not self._db_ok:
-                self._db_ok = True
-                logger.info("database reachable again", extra={"action": "writer_recovered"})
+            self._mark_reachable()
+
+    async def _expire_loop(self) -> None:
+        """Fail waiting rows at their deadline, whatever the flush loop is busy with."""
+        loop = asyncio.get_running_loop()
+        while True:
+            pause = EXPIRE_POLL
+            if self._queue:
+                until = self._queue[0].submitted + self._timeout_s - loop.time()
+                pause = min(pause, max(until, 0.0))
+            await asyncio.sleep(pause)
+            self._expire()
 
     async def _wait_for_batch(self) -> None:
         """Return when a batch is due: oldest row waited batch_ms, batch full, or closing."""
@@ -198,6 +237,12 @@ class BatchWriter:
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    async def _connect(self) -> None:
+        # One connection kept between batches: a pool release costs a reset round trip.
+        if self._conn is None:
+            async with asyncio.timeout(self._timeout_s):
+                self._conn = await self.pool.acquire()
 
     def _take(self) -> list[_Item]:
         count = min(len(self._queue), self.settings.batch_rows)
@@ -241,9 +286,8 @@ class BatchWriter:
         committing = False
         try:
             async with asyncio.timeout_at(deadline):
-                # One connection kept between batches: a pool release costs a reset round trip.
                 if self._conn is None:
-                    self._conn = await self.pool.acquire()
+                    raise ConnectionResetError("no connection")
                 transaction = self._conn.transaction()
                 await transaction.start()
                 inserted: list[Any] = await self._conn.fetch(self._sql, *columns)
@@ -263,8 +307,12 @@ class BatchWriter:
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        # A lost connection is already detached from its pool proxy: calls on it then raise.
+        with contextlib.suppress(Exception):
             conn.terminate()
+        with contextlib.suppress(Exception):
             await self.pool.release(conn)
 
     async def _flush_one_by_one(self, batch: list[_Item]) -> None:
@@ -285,25 +333,33 @@ class BatchWriter:
         self.failures += 1
         if isinstance(exc, _CommitUnknown):
             self._uncertain.update(_key(item.row) for item in batch)
+        self._requeue(batch)
+        self._mark_unreachable(exc)
+
+    def _mark_unreachable(self, exc: BaseException) -> None:
         if self._db_ok:
             self._db_ok = False
             logger.warning(
                 "database unreachable, retrying: %s",
-                exc,
-                extra={"action": "writer_unavailable", "depth": len(self._queue) + len(batch)},
+                str(exc) or type(exc).__name__,
+                extra={"action": "writer_unavailable", "depth": len(self._queue)},
             )
-        self._requeue(batch)
+
+    def _mark_reachable(self) -> None:
+        if not self._db_ok:
+            self._db_ok = True
+            logger.info("database reachable again", extra={"action": "writer_recovered"})
 
     def _requeue(self, batch: list[_Item]) -> None:
         # Back to the front, oldest first: the queue stays ordered by deadline.
         self._queue.extendleft(reversed(batch))
 
-    def _expire(self) -> None:
-        """Fail rows that waited write_timeout; the queue is ordered by deadline."""
+    def _expire(self, margin: float = 0.0) -> None:
+        """Fail rows that waited write_timeout (less margin); the queue is ordered by deadline."""
         if not self._queue:
             return
-        limit = asyncio.get_running_loop().time() - self._timeout_s
-        expired = 0
+        now = asyncio.get_running_loop().time()
+        limit = now - self._timeout_s + margin
         while self._queue and self._queue[0].submitted <= limit:
             item = self._queue.popleft()
             key = _key(item.row)
@@ -312,42 +368,31 @@ class BatchWriter:
                 self._fail(item, _MAYBE_STORED)
             else:
                 self._fail(item, _NOT_STORED)
-            expired += 1
-        if expired:
+            self.expired += 1
+        # One line a second at most, however many rows expire.
+        if self.expired > self._expired_logged and now - self._expired_log_at >= 1:
             logger.warning(
-                "%d updates not stored within %.1fs",
-                expired,
+                "%d updates not stored within %.1fs (%d in all)",
+                self.expired - self._expired_logged,
                 self._timeout_s,
-                extra={"action": "writer_expired", "rows": expired},
+                self.expired,
+                extra={"action": "writer_expired", "rows": self.expired - self._expired_logged},
             )
+            self._expired_logged, self._expired_log_at = self.expired, now
 
     async def _sleep(self, seconds: float) -> None:
-        """Back off, but wake for the next deadline so futures fail on time."""
-        loop = asyncio.get_running_loop()
-        if self._queue:
-            until_deadline = self._queue[0].submitted + self._timeout_s - loop.time()
-            seconds = max(0.0, min(seconds, until_deadline))
+        """Back off before the next attempt (rows keep expiring meanwhile)."""
         await asyncio.sleep(seconds)
 
     async def _probe(self) -> None:
-        started = time.monotonic()
-        conn: Any = None
         try:
+            await self._connect()
             async with asyncio.timeout(self._timeout_s):
-                conn = await self.pool.acquire()
-                await conn.fetchval(queries["writer_probe"])
+                await self._conn.fetchval(queries["writer_probe"])
         except CONNECTION_ERRORS:
-            if conn is not None:
-                conn.terminate()
+            await self._drop_connection()
             return
-        finally:
-            if conn is not None:
-                await self.pool.release(conn)
-        self._db_ok = True
-        logger.info(
-            "database reachable again",
-            extra={"action": "writer_recovered", "probe_ms": (time.monotonic() - started) * 1000},
-        )
+        self._mark_reachable()
 
     # -- futures ---------------------------------------------------------------------------
 

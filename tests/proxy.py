@@ -50,7 +50,10 @@ class TcpProxy:
         if parts.username:
             auth = parts.username + (f":{parts.password}" if parts.password else "") + "@"
         netloc = f"{auth}127.0.0.1:{self.port}"
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        # No SSL negotiation: asyncpg logs "Future exception was never retrieved" when a
+        # connection attempt is cut during it, which is noise in an outage test.
+        query = parts.query or "sslmode=disable"
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
     # -- control (from the test's thread) ---------------------------------------------------
 

@@ -1,0 +1,223 @@
+"""The write path's promise with real processes: an acknowledged update is stored exactly once,
+a refused one is not stored, and resending makes delivery complete — through a database outage,
+a `kill -9` of the server and a SIGTERM under load."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import socketio
+
+from ingest.auth import mint_token
+from ingest.client import StatsClient
+from tests.proxy import TcpProxy
+from tests.servers import JWT_SECRET, ServerProcess
+
+pytestmark = pytest.mark.slow
+
+UPDATE = "stream:stats:update"
+STEP = timedelta(milliseconds=10)
+
+
+def token(stream: str) -> str:
+    return mint_token(JWT_SECRET, role="streamer", streams=[stream], sub="durability", ttl=600)
+
+
+@dataclass
+class Stream:
+    """One streamer's updates: number i has bitrate 1000 + i and time t0 + i * STEP."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    t0: datetime = field(
+        default_factory=lambda: (datetime.now(UTC) - timedelta(minutes=2)).replace(microsecond=0)
+    )
+    acks: dict[int, Any] = field(default_factory=dict)
+
+    def update(self, i: int) -> dict[str, Any]:
+        stamp = (self.t0 + i * STEP).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stats = {"bitrate": 1000 + i, "fps": 30, "packetLoss": 0.5, "latency": 40}
+        return {"streamId": self.id, "stats": stats, "timestamp": stamp}
+
+    def ok(self) -> set[int]:
+        return {i for i, ack in self.acks.items() if isinstance(ack, dict) and ack.get("ok")}
+
+    def refused(self, code: str) -> set[int]:
+        return {
+            i
+            for i, ack in self.acks.items()
+            if isinstance(ack, dict) and (ack.get("error") or {}).get("code") == code
+        }
+
+
+async def stored(database_url: str, stream: Stream) -> list[int]:
+    """Update numbers stored for the stream (with their time checked against the number)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT time, bitrate_kbps FROM stream_stats WHERE stream_id = $1 ORDER BY time",
+            uuid.UUID(stream.id),
+        )
+    finally:
+        await conn.close()
+    numbers = [int(r["bitrate_kbps"]) - 1000 for r in rows]
+    for number, r in zip(numbers, rows, strict=True):
+        assert r["time"] == stream.t0 + number * STEP
+    return numbers
+
+
+async def send_with_resends(url: str, stream: Stream, count: int, interval: float) -> StatsClient:
+    """A streamer using the reference client: every update is resent until acknowledged."""
+    client = StatsClient(ack_timeout=3, backoff_max=0.5)
+    await client.connect(url, token(stream.id))
+
+    async def one(i: int) -> None:
+        stream.acks[i] = await client.send(stream.update(i))
+
+    try:
+        tasks = []
+        for i in range(count):
+            tasks.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(interval)
+        await asyncio.wait_for(asyncio.gather(*tasks), 25)
+    finally:
+        await client.close()
+    return client
+
+
+async def send_once(url: str, stream: Stream, count: int, interval: float) -> None:
+    """A streamer that never resends: each update ends acknowledged, refused or unanswered."""
+    client = socketio.AsyncClient(reconnection=False)
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def disconnected(*reason: Any) -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    client.on("disconnect", disconnected)
+    await client.connect(url, auth={"token": token(stream.id)}, transports=["websocket"])
+    answered: dict[int, asyncio.Future[Any]] = {}
+    try:
+        for i in range(count):
+            answered[i] = loop.create_future()
+
+            def ack(data: Any, i: int = i) -> None:
+                if not answered[i].done():
+                    answered[i].set_result(data)
+
+            try:
+                await client.emit(UPDATE, stream.update(i), callback=ack)
+            except socketio.exceptions.BadNamespaceError:
+                del answered[i]
+                break
+            await asyncio.sleep(interval)
+        # Answers of a closed connection never come: stop waiting once it is gone.
+        waiting = asyncio.ensure_future(asyncio.wait(list(answered.values()), timeout=12))
+        await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+    finally:
+        await client.disconnect()
+        await client.shutdown()
+    for i, future in answered.items():
+        stream.acks[i] = future.result() if future.done() else None
+
+
+async def wait_status(server: ServerProcess, path: str, status: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(server.http_status, path)
+        if last == status:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{path} answered {last}, not {status}, within {timeout}s")
+
+
+async def test_a_database_outage_loses_nothing_acknowledged_and_heals_by_itself(
+    start_server: Callable[..., ServerProcess], database_url: str
+):
+    with TcpProxy.for_database(database_url) as proxy:
+        server = await asyncio.to_thread(
+            start_server,
+            env={"DATABASE_URL": proxy.url(database_url), "STREAMSTATS_WRITE_TIMEOUT": "2s"},
+        )
+        resending = [Stream() for _ in range(3)]
+        once = Stream()
+        load = asyncio.gather(
+            *(send_with_resends(server.url, s, 200, 0.02) for s in resending),
+            send_once(server.url, once, 200, 0.02),
+        )
+
+        await asyncio.sleep(1.0)
+        proxy.cut()
+        await wait_status(server, "/readyz", 503, timeout=5)
+        await asyncio.sleep(2.5)  # longer than the write timeout: waiting updates are refused
+        proxy.forward()
+        await wait_status(server, "/readyz", 200, timeout=10)
+        clients = (await load)[: len(resending)]
+
+    assert server.proc is not None and server.proc.poll() is None  # never restarted
+    for stream in resending:
+        assert stream.ok() == set(range(200))
+        assert await stored(database_url, stream) == list(range(200))
+    assert sum(c.resends for c in clients) > 0
+
+    # Without resends: acknowledged means stored, "nothing was stored" means absent.
+    unavailable = once.refused("unavailable")
+    assert unavailable, "the outage refused nothing: was the database really cut?"
+    maybe = {i for i in unavailable if "may have been stored" in once.acks[i]["error"]["message"]}
+    rows = set(await stored(database_url, once))
+    assert once.ok() <= rows
+    assert not (rows & (unavailable - maybe))
+    assert rows <= once.ok() | maybe
+
+
+async def test_kill_9_under_load_then_restart_stores_every_update_exactly_once(
+    start_server: Callable[..., ServerProcess], database_url: str
+):
+    server = await asyncio.to_thread(start_server)
+    streams = [Stream() for _ in range(4)]
+    load = asyncio.gather(*(send_with_resends(server.url, s, 200, 0.01) for s in streams))
+
+    await asyncio.sleep(0.8)
+    server.kill()
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(start_server, port=server.port)
+    clients = await load
+
+    assert sum(c.resends for c in clients) > 0, "nothing was in flight when the server died"
+    for stream in streams:
+        assert stream.ok() == set(range(200))
+        assert await stored(database_url, stream) == list(range(200))
+
+
+async def test_sigterm_under_load_acknowledges_every_accepted_update_before_exit(
+    start_server: Callable[..., ServerProcess], database_url: str
+):
+    server = await asyncio.to_thread(start_server)
+    streams = [Stream() for _ in range(4)]
+    load = asyncio.gather(*(send_once(server.url, s, 400, 0.01) for s in streams))
+
+    await asyncio.sleep(1.0)
+    signalled = time.monotonic()
+    server.signal(signal.SIGTERM)
+    code = await asyncio.to_thread(server.wait, 15)
+    exit_seconds = time.monotonic() - signalled
+    await load
+
+    assert code == 0, server.log()
+    assert exit_seconds < 10
+    for stream in streams:
+        assert stream.ok(), "nothing was acknowledged before the signal"
+        # Stored exactly when acknowledged: nothing accepted was left unanswered or unstored.
+        assert set(await stored(database_url, stream)) == stream.ok()
+        assert len(stream.acks) < 400, "the server kept taking updates after SIGTERM"
