@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import shutil
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ from streamstats.sql import queries
 
 logger = logging.getLogger(__name__)
 
+# Below this many streams, starting worker processes costs more than it saves.
+PARALLEL_FROM = 20
 ALERT_COLUMNS = ["stream_id", "type", "value", "threshold", "raised_at", "cleared_at"]
 DROP_COLUMNS = ["stream_id", "started_at", "ended_at", "baseline_kbps", "observed_kbps", "drop_pct"]
 
@@ -38,7 +43,7 @@ DROP_COLUMNS = ["stream_id", "started_at", "ended_at", "baseline_kbps", "observe
 async def run_daily(ctx: JobContext) -> int:
     """The scheduled job: yesterday's (UTC) reports for every stream; returns reports written."""
     day = ctx.now.date() - timedelta(days=1)
-    return await write_day(ctx.settings, ctx.pool, day)
+    return await write_day(ctx.settings, ctx.pool, day, workers=os.cpu_count() or 1)
 
 
 async def report_command(settings: Settings, *, day: date, streams: list[str]) -> None:
@@ -52,7 +57,9 @@ async def report_command(settings: Settings, *, day: date, streams: list[str]) -
                 bar.total = total
                 bar.update(done - bar.n)
 
-            written = await write_day(settings, pool, day, ids, progress=progress)
+            written = await write_day(
+                settings, pool, day, ids, progress=progress, workers=os.cpu_count() or 1
+            )
     finally:
         await pool.close()
     print(f"{written} stream reports in {settings.reports_dir / day.isoformat()}")
@@ -65,8 +72,12 @@ async def write_day(
     streams: list[uuid.UUID] | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> int:
-    """Write the reports of `day` (all its streams, or only `streams`); returns how many."""
+    """Write the reports of `day` (all its streams, or only `streams`); returns how many.
+
+    `workers` > 1 renders the pages in that many (low-priority) processes.
+    """
     start, end = report.day_bounds(day)
     final = Path(settings.reports_dir) / day.isoformat()
     # A whole day is built aside and swapped in; some streams are written in place.
@@ -82,20 +93,43 @@ async def write_day(
         alerts_by = dict(tuple(alerts.groupby("stream_id"))) if len(alerts) else {}
         drops_by = dict(tuple(drops.groupby("stream_id"))) if len(drops) else {}
         summaries: list[dict[str, Any]] = []
-        for done, daily in enumerate(days, start=1):
-            stream_id = daily["stream_id"]
-            rows = await conn.fetch(queries["report_minutes"], stream_id, start, end)
-            minutes = pd.DataFrame([dict(r) for r in rows])
-            stream_alerts = alerts_by.get(stream_id, alerts.iloc[0:0])
-            stream_drops = drops_by.get(stream_id, drops.iloc[0:0])
-            # Rendering is CPU work: off the event loop, so a shared process keeps serving.
-            summary, page = await asyncio.to_thread(
-                _render, stream_id, day, dict(daily), minutes, stream_alerts, stream_drops
-            )
-            _write(target / f"{stream_id}.html", page)
+        executor = _executor(workers, len(days))
+        loop = asyncio.get_running_loop()
+        # Rendering is CPU work, done in worker processes (or a thread) off the event loop; a
+        # few pages are in flight at once, so memory stays flat however many streams there are.
+        in_flight: deque[asyncio.Future[tuple[dict[str, Any], str]]] = deque()
+
+        async def finish_one() -> None:
+            summary, page = await in_flight.popleft()
+            _write(target / f"{summary['stream_id']}.html", page)
             summaries.append(summary)
             if progress is not None:
-                progress(done, len(days))
+                progress(len(summaries), len(days))
+
+        try:
+            for daily in days:
+                stream_id = daily["stream_id"]
+                rows = await conn.fetch(queries["report_minutes"], stream_id, start, end)
+                minutes = pd.DataFrame([dict(r) for r in rows])
+                in_flight.append(
+                    loop.run_in_executor(
+                        executor,
+                        _render,
+                        stream_id,
+                        day,
+                        dict(daily),
+                        minutes,
+                        alerts_by.get(stream_id, alerts.iloc[0:0]),
+                        drops_by.get(stream_id, drops.iloc[0:0]),
+                    )
+                )
+                if len(in_flight) >= 2 * workers:
+                    await finish_one()
+            while in_flight:
+                await finish_one()
+        finally:
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
 
         async with conn.transaction():
             await conn.execute(queries["report_delete_day"], day, streams)
@@ -118,6 +152,21 @@ async def write_day(
         extra={"action": "reports_written", "day": day.isoformat(), "streams": len(summaries)},
     )
     return len(summaries)
+
+
+def _executor(workers: int, streams: int) -> ProcessPoolExecutor | None:
+    """Worker processes when they pay for their start-up (about a second each), else None."""
+    if workers <= 1 or streams < PARALLEL_FROM:
+        return None
+    # spawn, not fork: the parent has threads and an event loop a forked child must not inherit.
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+    )
+
+
+def _lower_priority() -> None:
+    # A report is never urgent: ingest running on the same machine comes first.
+    os.nice(10)
 
 
 def _render(

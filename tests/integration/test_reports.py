@@ -215,3 +215,16 @@ async def test_a_stream_page_renders_in_headless_chromium_with_its_charts(
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+async def test_worker_processes_write_the_same_reports(
+    seeded, pool, make_settings, tmp_path, monkeypatch
+):
+    one = make_settings(reports_dir=tmp_path / "one")
+    two = make_settings(reports_dir=tmp_path / "two")
+    await reports.write_day(one, pool, DAY)
+    monkeypatch.setattr(reports, "PARALLEL_FROM", 1)
+    assert await reports.write_day(two, pool, DAY, workers=2) == 3
+    for page in (tmp_path / "one" / DAY.isoformat()).iterdir():
+        assert page.read_bytes() == (tmp_path / "two" / DAY.isoformat() / page.name).read_bytes()
