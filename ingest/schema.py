@@ -109,10 +109,14 @@ class WireJson:
         try:
             return json.loads(text, **kwargs)
         except RecursionError:
-            name = self._event_name(text)
-            if name is None:
-                raise ValueError("the packet is nested too deeply") from None
-            return [name, Unparseable("the payload is nested too deeply")]
+            reason = "the payload is nested too deeply"
+        except ValueError as exc:
+            # Valid JSON can still be refused, e.g. an integer of more than 4,300 digits.
+            reason = f"the payload is not acceptable JSON: {exc}"
+        name = self._event_name(text)
+        if name is None:
+            raise ValueError(reason)
+        return [name, Unparseable(reason)]
 
     def _event_name(self, text: str | bytes) -> str | None:
         """The event name at the start of an event packet's `["name", ...]` array."""

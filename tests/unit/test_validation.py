@@ -180,3 +180,14 @@ def test_wire_json_turns_too_deep_nesting_into_an_invalid_payload():
     assert name == "stream:stats:get" and isinstance(body, Unparseable)
     with pytest.raises(Invalid):
         stream_ref(body)
+
+
+def test_wire_json_turns_unreadable_numbers_into_an_invalid_payload():
+    wire = WireJson(16 * 1024)
+    name, body = wire.loads('["stream:stats:update",{"x":' + "9" * 5000 + "}]")
+    assert name == "stream:stats:update" and isinstance(body, Unparseable)
+
+
+def test_wire_json_refuses_unreadable_packets_that_are_not_events():
+    with pytest.raises(ValueError):
+        WireJson(16 * 1024).loads("[" * 5000 + "]" * 5000)

@@ -1,0 +1,266 @@
+"""The seed's flows against a real server: updates, acknowledgements, broadcasts, get, viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from datetime import UTC, datetime
+
+from tests.e2e.clients import SEED_STREAM, Clients, now_iso, seed_update
+
+
+def new_stream() -> str:
+    return str(uuid.uuid4())
+
+
+async def stored(conn, stream_id: str) -> list:
+    return await conn.fetch(
+        "SELECT * FROM stream_stats WHERE stream_id = $1 ORDER BY time", uuid.UUID(stream_id)
+    )
+
+
+async def test_update_is_acknowledged_through_the_callback_once_committed(start_server, conn):
+    server = start_server()
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [SEED_STREAM])
+        ack = await streamer.call("stream:stats:update", seed_update(timestamp=now_iso(-1)))
+        # The acknowledgement comes only after commit: the row is readable right away.
+        rows = await stored(conn, SEED_STREAM)
+    assert ack["ok"] is True
+    assert ack["streamId"] == SEED_STREAM
+    assert ack["quality"] == "good"
+    assert ack["duplicate"] is False
+    assert len(rows) == 1
+    assert rows[0]["time"] == datetime.fromisoformat(ack["timestamp"])
+    assert (rows[0]["bitrate_kbps"], rows[0]["width"], rows[0]["quality"]) == (2500, 1920, "good")
+
+
+async def test_update_without_callback_is_answered_with_received_event(start_server, conn):
+    server = start_server()
+    stream = new_stream()
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [stream])
+        sent = seed_update(stream, packetLoss=4.5)
+        await streamer.emit("stream:stats:update", sent)
+        (received,) = await streamer.wait_for("stream:stats:received")
+        rows = await stored(conn, stream)
+    assert received == {
+        "streamId": stream,
+        "timestamp": sent["timestamp"],
+        "quality": "poor",
+        "duplicate": False,
+    }
+    assert [row["packet_loss_pct"] for row in rows] == [4.5]
+
+
+async def test_resent_update_is_acknowledged_as_duplicate_and_not_broadcast_again(
+    start_server, conn
+):
+    server = start_server()
+    stream = new_stream()
+    async with Clients(server) as clients:
+        monitor = await clients.connect("moderator")
+        streamer = await clients.connect("streamer", [stream])
+        update = seed_update(stream)
+        first = await streamer.call("stream:stats:update", update)
+        again = await streamer.call("stream:stats:update", update)
+        await monitor.wait_for("stream:stats:update")
+        await asyncio.sleep(0.3)
+        rows = await stored(conn, stream)
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    assert len(rows) == 1
+    assert len(monitor.received["stream:stats:update"]) == 1
+
+
+async def test_monitors_allowed_to_see_the_stream_get_the_broadcast_once(start_server):
+    server = start_server()
+    stream, other = new_stream(), new_stream()
+    async with Clients(server) as clients:
+        moderator = await clients.connect("moderator")
+        analyst = await clients.connect("analyst", [stream])
+        admin = await clients.connect("admin")
+        elsewhere = await clients.connect("analyst", [other])
+        streamer = await clients.connect("streamer", [stream])
+        sent = seed_update(stream, fps=15)
+        ack = await streamer.call("stream:stats:update", sent)
+        for monitor in (moderator, analyst, admin):
+            (broadcast,) = await monitor.wait_for("stream:stats:update")
+            assert broadcast == {
+                "streamId": stream,
+                "stats": sent["stats"],
+                "timestamp": sent["timestamp"],
+                "quality": "poor",
+            }
+        await asyncio.sleep(0.3)
+    assert ack["quality"] == "poor"
+    for monitor in (moderator, analyst, admin):
+        assert len(monitor.received["stream:stats:update"]) == 1
+    assert elsewhere.received["stream:stats:update"] == []
+    # Streamers do not receive broadcasts, not even of their own stream.
+    assert streamer.received["stream:stats:update"] == []
+
+
+async def test_get_answers_the_latest_stored_sample_with_viewer_count(start_server):
+    server = start_server()
+    stream = new_stream()
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [stream])
+        newest = seed_update(stream, timestamp=now_iso(-10), bitrate=3100.25, packetLoss=0.1)
+        late = seed_update(stream, timestamp=now_iso(-60), bitrate=1)
+        assert (await streamer.call("stream:stats:update", newest))["ok"]
+        # A late, older sample is stored but never replaces the latest one.
+        assert (await streamer.call("stream:stats:update", late))["ok"]
+        viewers = [await clients.connect("viewer", [stream]) for _ in range(3)]
+        for viewer in viewers:
+            assert (await viewer.call("stream:join", {"streamId": stream}))["ok"]
+        current = await streamer.call("stream:stats:get", {"streamId": stream})
+    assert current == {
+        "ok": True,
+        "streamId": stream,
+        "stats": {
+            **newest["stats"],
+            "lastUpdated": newest["timestamp"],
+        },
+        "quality": "good",
+        "viewerCount": 3,
+    }
+    # Numbers come back exactly as sent (double precision, never float4).
+    assert current["stats"]["packetLoss"] == 0.1
+    assert current["stats"]["bitrate"] == 3100.25
+
+
+async def test_get_without_callback_answers_current_and_null_for_a_silent_stream(start_server):
+    server = start_server()
+    stream = new_stream()
+    async with Clients(server) as clients:
+        dashboard = await clients.connect("analyst")
+        await dashboard.emit("stream:stats:get", {"streamId": stream})
+        (current,) = await dashboard.wait_for("stream:stats:current")
+    assert current == {"streamId": stream, "stats": None, "quality": None, "viewerCount": 0}
+
+
+async def test_viewer_count_follows_joins_leaves_and_disconnects(start_server):
+    server = start_server()
+    stream, other = new_stream(), new_stream()
+    async with Clients(server) as clients:
+        analyst = await clients.connect("analyst")
+
+        async def count(stream_id: str = stream) -> int:
+            answer = await analyst.call("stream:stats:get", {"streamId": stream_id})
+            return answer["viewerCount"]
+
+        first = await clients.connect("viewer", [stream, other])
+        second = await clients.connect("viewer", [stream])
+        await first.call("stream:join", {"streamId": stream})
+        # The same connection joining twice counts once.
+        await first.call("stream:join", {"streamId": stream})
+        await first.call("stream:join", {"streamId": other})
+        await second.call("stream:join", {"streamId": stream})
+        assert (await count(), await count(other)) == (2, 1)
+
+        await second.call("stream:leave", {"streamId": stream})
+        assert await count() == 1
+        # Leaving a stream never joined changes nothing.
+        await second.call("stream:leave", {"streamId": stream})
+        assert await count() == 1
+
+        await first.sio.disconnect()
+        for _ in range(50):
+            if (await count(), await count(other)) == (0, 0):
+                break
+            await asyncio.sleep(0.05)
+        assert (await count(), await count(other)) == (0, 0)
+
+
+async def test_unsubscribe_narrows_and_subscribe_widens_the_broadcasts(start_server):
+    server = start_server()
+    one, two = new_stream(), new_stream()
+    async with Clients(server) as clients:
+        everything = await clients.connect("moderator")
+        limited = await clients.connect("analyst", [one, two])
+        streamer = await clients.connect("streamer", [one, two])
+
+        async def send_both() -> None:
+            for stream in (one, two):
+                assert (await streamer.call("stream:stats:update", seed_update(stream)))["ok"]
+
+        for monitor in (everything, limited):
+            answer = await monitor.call("stream:stats:unsubscribe", {"streamId": one})
+            assert answer == {"ok": True, "streamId": one, "subscribed": False}
+        await send_both()
+        await everything.wait_for("stream:stats:update")
+        await limited.wait_for("stream:stats:update")
+        await asyncio.sleep(0.3)
+        for monitor in (everything, limited):
+            assert [b["streamId"] for b in monitor.received["stream:stats:update"]] == [two]
+
+        for monitor in (everything, limited):
+            await monitor.call("stream:stats:subscribe", {"streamId": one})
+        await asyncio.sleep(0.01)
+        await send_both()
+        for monitor in (everything, limited):
+            broadcasts = await monitor.wait_for("stream:stats:update", 3)
+            assert sorted(b["streamId"] for b in broadcasts[1:]) == sorted([one, two])
+
+
+async def test_timestamp_is_optional_and_means_receive_time(start_server, conn):
+    server = start_server()
+    stream = new_stream()
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [stream])
+        update = seed_update(stream)
+        del update["timestamp"]
+        before = datetime.now(UTC)
+        ack = await streamer.call("stream:stats:update", update)
+        after = datetime.now(UTC)
+    assert before <= datetime.fromisoformat(ack["timestamp"]) <= after
+
+
+async def test_rate_limit_answers_rate_limited_then_recovers(start_server):
+    server = start_server(env={"STREAMSTATS_RATE_LIMIT": "5"})
+    async with Clients(server) as clients:
+        analyst = await clients.connect("analyst")
+        answers = await asyncio.gather(
+            *(analyst.call("stream:stats:get", {"streamId": SEED_STREAM}) for _ in range(12))
+        )
+        codes = [a["error"]["code"] if not a["ok"] else "ok" for a in answers]
+        await asyncio.sleep(0.5)
+        later = await analyst.call("stream:stats:get", {"streamId": SEED_STREAM})
+    assert codes.count("ok") == 5
+    assert codes.count("rate_limited") == 7
+    assert later["ok"] is True
+
+
+async def test_clients_starting_with_long_polling_like_the_js_default_work(start_server):
+    server = start_server()
+    stream = new_stream()
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [stream], transports=["polling", "websocket"])
+        monitor = await clients.connect("moderator", transports=["polling", "websocket"])
+        ack = await streamer.call("stream:stats:update", seed_update(stream))
+        (broadcast,) = await monitor.wait_for("stream:stats:update")
+    assert ack["ok"] and broadcast["streamId"] == stream
+
+
+def test_health_and_readiness_answer_on_the_same_port(start_server):
+    server = start_server()
+    assert server.http_status("/healthz") == 200
+    assert server.http_status("/readyz") == 200
+    assert server.http_status("/nope") == 404
+
+
+async def test_sigterm_acknowledges_every_accepted_update_before_exit(start_server, conn):
+    server = start_server(env={"STREAMSTATS_BATCH_MS": "400"})
+    stream = new_stream()
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [stream])
+        updates = [seed_update(stream, timestamp=now_iso(-i)) for i in range(20)]
+        calls = [asyncio.ensure_future(streamer.call("stream:stats:update", u)) for u in updates]
+        await asyncio.sleep(0.1)  # all received, none committed yet (400 ms batches)
+        server.signal(signal.SIGTERM)
+        answers = await asyncio.gather(*calls)
+        code = await asyncio.to_thread(server.wait, 15)
+    assert [a["ok"] for a in answers] == [True] * 20
+    assert len(await stored(conn, stream)) == 20
+    assert code == 0
