@@ -300,11 +300,17 @@ async def run_scheduler(settings: Settings) -> None:
         await pool.close()
 
 
-async def run_once(settings: Settings, name: str) -> int:
+async def run_once(
+    settings: Settings, name: str, *, registry: dict[str, JobSpec] | None = None
+) -> int:
     """`streamstats jobs --once NAME`: run one job now, record it, and return its rows."""
+    runner_registry = REGISTRY if registry is None else registry
+    if name not in runner_registry:
+        known = ", ".join(sorted(runner_registry))
+        raise StreamStatsError(f"unknown job {name!r} (known: {known})")
     pool = await db.create_pool(settings.database_url, max_size=settings.pool_size)
     try:
-        record = await Runner(settings, pool).run(name, None)
+        record = await Runner(settings, pool, registry).run(name, None)
     finally:
         await pool.close()
     if record.outcome == "busy":
