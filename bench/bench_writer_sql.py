@@ -3,7 +3,7 @@
 Both run the same transaction shape as the writer (idempotent insert into `stream_stats`,
 `stream_latest` moved forward, inserted keys returned), on a dedicated benchmark database.
 
-    .venv/bin/python bench/bench_writer_sql.py --database postgresql:///streamstats_bench \
+    .venv/bin/python bench/bench_writer_sql.py --database postgresql:///streamstats_bench_ingest \
         --batch 100 500 1000 --batches 200 --runs 3
 """
 
@@ -82,7 +82,7 @@ async def measure(conn, method, batch: int, batches: int, streams: int) -> float
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database", default="postgresql:///streamstats_bench")
+    parser.add_argument("--database", default="postgresql:///streamstats_bench_ingest")
     parser.add_argument("--batch", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)

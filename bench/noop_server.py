@@ -1,0 +1,48 @@
+"""Baseline (a): a python-socketio server that acknowledges every update without storing it.
+
+The ceiling of the framework on this machine: same uvicorn/websocket stack as `streamstats serve`,
+no auth, no validation, no database.
+
+    .venv/bin/python bench/noop_server.py --port 8101
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import socketio
+import uvicorn
+
+sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
+
+
+@sio.on("stream:stats:update")
+async def update(sid: str, data: Any) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "streamId": data.get("streamId"),
+        "timestamp": data.get("timestamp"),
+        "quality": None,
+        "duplicate": False,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8101)
+    args = parser.parse_args()
+    uvicorn.run(
+        socketio.ASGIApp(sio),
+        host=args.host,
+        port=args.port,
+        loop="asyncio",
+        ws="auto",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()
