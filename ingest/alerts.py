@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,14 @@ def install(app: IngestApp) -> None:
     app.on_close.append(relay.close)
 
 
+@dataclass
+class _CountedLock:
+    """A per-stream lock, dropped when nobody holds or awaits it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class ThresholdAlerts:
     """Packet-loss and fps alerts from committed samples (one streak state per stream)."""
 
@@ -66,7 +75,7 @@ class ThresholdAlerts:
             clear_after=settings.alert_clear_after,
         )
         # Transitions of one stream are applied in the order they were proposed.
-        self._locks: dict[Any, asyncio.Lock] = {}
+        self._locks: dict[Any, _CountedLock] = {}
         self._seen = 0
 
     async def on_commit(self, row: StatsRow, duplicate: bool) -> None:
@@ -81,14 +90,19 @@ class ThresholdAlerts:
             self.tracker.forget_before(row.time - FORGET_AFTER)
         if not transitions:
             return
-        lock = self._locks.setdefault(row.stream_id, asyncio.Lock())
+        key = row.stream_id
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = _CountedLock()
+        lock.users += 1
         try:
-            async with lock:
+            async with lock.lock:
                 for transition in transitions:
                     await self._apply(row.stream_id, transition)
         finally:
-            if not lock.locked() and self._locks.get(row.stream_id) is lock:
-                del self._locks[row.stream_id]
+            lock.users -= 1
+            if lock.users == 0:
+                del self._locks[key]
 
     async def _apply(self, stream_id: Any, transition: Transition) -> None:
         rule = transition.rule
