@@ -313,8 +313,33 @@ def run_server(key: str, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     if key != "a":
         asyncio.run(reset_database(args.database))
     proc, url = start_server(key, args, log)
+    spy = None
+    if args.py_spy:
+        # Samples the server during the first phase: where does its time go?
+        seconds = int(args.warmup + args.duration + 4)
+        out = Path(args.py_spy) / f"{key}-{args.modes[0]}.txt"
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-p",
+                str(proc.pid),
+                "-d",
+                str(seconds),
+                "-f",
+                "raw",
+                "-r",
+                "200",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     try:
         result: dict[str, Any] = {mode: phase(url, mode, args) for mode in args.modes}
+        if spy is not None:
+            spy.wait(60)
     finally:
         proc.terminate()
         try:
@@ -343,6 +368,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--log", default="/tmp/bench_ingest.log")
+    parser.add_argument("--py-spy", metavar="DIR", help="profile each server (raw py-spy stacks)")
     args = parser.parse_args()
 
     if args.worker:

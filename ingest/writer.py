@@ -116,6 +116,7 @@ class BatchWriter:
         """Start the flush loop."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="batch-writer")
+            self._task.add_done_callback(self._loop_ended)
             self._expirer = asyncio.create_task(self._expire_loop(), name="batch-writer-expiry")
 
     def submit(self, row: StatsRow) -> asyncio.Future[bool]:
@@ -164,6 +165,16 @@ class BatchWriter:
         )
 
     # -- the loop ------------------------------------------------------------------------
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Readiness must tell: nothing would be written any more.
+            self._db_ok = False
+            logger.error(
+                "batch writer stopped",
+                exc_info=task.exception(),
+                extra={"action": "writer_crashed"},
+            )
 
     async def _run(self) -> None:
         backoff = BACKOFF_START
