@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -144,6 +144,7 @@ class IngestApp:
         self._writer_closed = False
         # Unsubscribed all-access monitors per stream: skipped when it is broadcast.
         self._excluded: dict[str, set[str]] = {}
+        self._skip_unsubscribed(self.sio.manager)
         self._tasks: set[asyncio.Task[None]] = set()
         self._register()
 
@@ -217,10 +218,29 @@ class IngestApp:
         rooms = [monitor_room(stream_id), ALL_MONITORS]
         if streamers:
             rooms.append(streamer_room(stream_id))
-        # A list of rooms reaches a client in several of them once; skip_sid drops monitors
-        # that unsubscribed from this stream while staying in monitors:all.
-        skip = list(self._excluded.get(stream_id, ()))
-        await self.sio.emit(event, data, to=rooms, skip_sid=skip or None, ignore_queue=local)
+        # A list of rooms reaches a client in several of them once (python-socketio merges
+        # them); monitors that unsubscribed are dropped where rooms become clients, see
+        # _skip_unsubscribed.
+        await self.sio.emit(event, data, to=rooms, ignore_queue=local)
+
+    def _skip_unsubscribed(self, manager: Any) -> None:
+        """Leave this node's unsubscribed all-access monitors out of their streams' broadcasts.
+
+        Decided where the manager turns rooms into clients, on every node: with the Redis
+        manager each node resolves a broadcast for its own clients, so a skip list made by the
+        emitting node would only know that node's connections.
+        """
+        resolve = manager.get_participants
+
+        def get_participants(namespace: str, room: Any) -> Iterator[tuple[str, Any]]:
+            excluded: Collection[str] = ()
+            if isinstance(room, list) and ALL_MONITORS in room and room[0].startswith("monitor:"):
+                excluded = self._excluded.get(room[0].removeprefix("monitor:"), ())
+            for sid, eio_sid in resolve(namespace, room):
+                if sid not in excluded:
+                    yield sid, eio_sid
+
+        manager.get_participants = get_participants
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

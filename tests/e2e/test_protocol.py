@@ -7,6 +7,9 @@ import signal
 import uuid
 from datetime import UTC, datetime
 
+import pytest
+import redis
+
 from tests.e2e.clients import SEED_STREAM, Clients, now_iso, seed_update
 
 
@@ -264,3 +267,23 @@ async def test_sigterm_acknowledges_every_accepted_update_before_exit(start_serv
     assert [a["ok"] for a in answers] == [True] * 20
     assert len(await stored(conn, stream)) == 20
     assert code == 0
+
+
+@pytest.mark.redis
+async def test_unsubscribing_holds_across_nodes_sharing_redis(start_server):
+    url = "redis://127.0.0.1:6379/8"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    node_a = start_server(env={"REDIS_URL": url})
+    node_b = start_server(env={"REDIS_URL": url})
+    one, two = new_stream(), new_stream()
+    async with Clients(node_a) as on_a, Clients(node_b) as on_b:
+        everything = await on_a.connect("moderator")
+        streamer = await on_b.connect("streamer", [one, two])
+        await everything.call("stream:stats:unsubscribe", {"streamId": one})
+        for stream in (one, two):
+            assert (await streamer.call("stream:stats:update", seed_update(stream)))["ok"]
+        await everything.wait_for("stream:stats:update")
+        await asyncio.sleep(0.3)
+        assert [b["streamId"] for b in everything.received["stream:stats:update"]] == [two]
