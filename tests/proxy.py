@@ -6,7 +6,10 @@ It runs its own event loop in a thread, so it keeps forwarding while the test bl
 - `cut()`: every open connection is reset and new ones are closed at once (the server is down);
 - `hang()`: nothing moves in either direction and new connections get no answer (a partition).
   Connections from a hang are reset when forwarding resumes, as after a real partition that
-  outlasted TCP's patience, so nothing written during the hang reaches the server later.
+  outlasted TCP's patience, so nothing written during the hang reaches the server later;
+- `lose_next_commit(then)`: the next `COMMIT` reaches the server, but its connection is reset
+  before the answer gets back, then the proxy switches to mode `then` — the one case where a
+  client cannot know whether its transaction committed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class TcpProxy:
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._hung: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._commit_trap: Mode | None = None
+        self._trapped: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self.commits_lost = 0
 
     @classmethod
     def for_database(cls, database_url: str) -> TcpProxy:
@@ -70,6 +76,12 @@ class TcpProxy:
 
     def hang(self) -> None:
         self._call(self._set_mode, "hang")
+
+    def lose_next_commit(self, then: Mode = "forward") -> None:
+        def arm() -> None:
+            self._commit_trap = then
+
+        self._call(arm)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -138,8 +150,8 @@ class TcpProxy:
             return
         link = (client_w, server_w)
         self._links.add(link)
-        for reader, writer in ((client_r, server_w), (server_r, client_w)):
-            task = asyncio.create_task(self._pump(reader, writer, link))
+        for reader, writer, upstream in ((client_r, server_w, True), (server_r, client_w, False)):
+            task = asyncio.create_task(self._pump(reader, writer, link, upstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -148,6 +160,7 @@ class TcpProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        upstream: bool,
     ) -> None:
         assert self._flowing is not None
         try:
@@ -157,6 +170,21 @@ class TcpProxy:
                 # Data read just before a hang stays here; the link is reset when it ends.
                 await self._flowing.wait()
                 if not data or link not in self._links or link in self._hung:
+                    break
+                if link in self._trapped:
+                    break
+                trap = self._commit_trap
+                if upstream and trap is not None and b"COMMIT" in data:
+                    self._commit_trap = None
+                    self._trapped.add(link)  # the answer must not get back
+                    self.commits_lost += 1
+                    self.mode = trap  # new connections already meet what follows
+                    writer.write(data)
+                    await writer.drain()
+                    await asyncio.sleep(0.3)  # the server commits meanwhile
+                    self._trapped.discard(link)
+                    self._reset(link)
+                    self._set_mode(trap)
                     break
                 writer.write(data)
                 await writer.drain()
