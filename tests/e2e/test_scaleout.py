@@ -193,3 +193,21 @@ async def test_alerts_reach_every_client_exactly_once_from_a_node_or_from_a_job(
     for name, received in alerts.items():
         kinds = sorted(f"{alert['type']}:{alert['state']}" for alert in received)
         assert kinds == ["bitrate_drop:raised", "packet_loss_high:raised"], name
+
+
+async def test_a_monitor_unsubscribed_on_one_node_gets_no_broadcast_from_the_other(
+    two_nodes, connect
+):
+    a, b = two_nodes
+    quiet, other = str(uuid.uuid4()), str(uuid.uuid4())
+    received: list[dict[str, Any]] = []
+    monitor = await connect(b, "moderator")
+    monitor.on("stream:stats:update", received.append)
+    answer = await monitor.call("stream:stats:unsubscribe", {"streamId": quiet}, timeout=10)
+    assert answer["ok"] is True, answer
+    streamer = await connect(a, "streamer", [quiet, other])
+    for stream in (quiet, other):
+        ack = await streamer.call("stream:stats:update", update(stream), timeout=10)
+        assert ack["ok"] is True, ack
+    await asyncio.sleep(1.5)
+    assert [event["streamId"] for event in received] == [other]
