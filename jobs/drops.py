@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 import pandas as pd
@@ -25,6 +25,9 @@ from streamstats.sql import queries
 logger = logging.getLogger(__name__)
 
 DROP_TYPE = "bitrate_drop"
+# A runner that was down catches up in steps of this much sample time, one transaction each, so
+# memory stays bounded however long it was away.
+CATCH_UP_STEP = timedelta(hours=1)
 
 
 def drop_params(settings: Settings) -> DropParams:
@@ -41,13 +44,23 @@ def drop_params(settings: Settings) -> DropParams:
 async def run(ctx: JobContext) -> int:
     """Detect drops in the samples since the previous run; returns episodes started + ended."""
     params = drop_params(ctx.settings)
+    changed = 0
+    while True:
+        found, caught_up = await _scan(ctx, params)
+        changed += found
+        if caught_up:
+            return changed
+
+
+async def _scan(ctx: JobContext, params: DropParams) -> tuple[int, bool]:
+    """One transaction over at most CATCH_UP_STEP after the watermark; (changed, caught up)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         since: datetime = await conn.fetchval(
             queries["drops_watermark"], ctx.now - ctx.settings.drops_first_lookback
         )
-        until = ctx.now
+        until = min(ctx.now, since + CATCH_UP_STEP)
         if since >= until:
-            return 0
+            return 0, True
         open_drops = {
             row["stream_id"]: OpenDrop(
                 pd.Timestamp(row["started_at"]), row["baseline_kbps"], row["observed_kbps"]
@@ -76,7 +89,7 @@ async def run(ctx: JobContext) -> int:
         changed,
         extra={"action": "drops_scanned", "samples": len(samples), "changed": changed},
     )
-    return changed
+    return changed, until >= ctx.now
 
 
 async def _store(conn: asyncpg.Connection, episodes: pd.DataFrame, params: DropParams) -> int:

@@ -151,3 +151,29 @@ async def test_a_stream_going_silent_during_a_drop_closes_it(conn, pool, make_se
     await run_at(make_settings, pool, T0 + 13 * minutes)
     last = await conn.fetchval("SELECT max(time) FROM stream_stats")
     assert await conn.fetchval("SELECT ended_at FROM bitrate_drops") == last
+
+
+async def test_catching_up_over_hours_goes_in_steps_and_keeps_drops_across_them(
+    conn, pool, make_settings, listener
+):
+    stream = uuid.uuid4()
+    minutes = timedelta(minutes=1)
+    await seed(
+        conn,
+        stream,
+        T0,
+        (69 * minutes, 2000),
+        (2 * minutes, 300),  # open across the first step's end (T0 + 70 min)
+        (79 * minutes, 2000),
+        (3 * minutes, 500),
+        (20 * minutes, 2000),
+    )
+    assert await run_at(make_settings, pool, T0 + 10 * minutes) == 0
+    assert await run_at(make_settings, pool, T0 + 3 * 60 * minutes) == 4
+    rows = await conn.fetch("SELECT started_at, ended_at FROM bitrate_drops ORDER BY started_at")
+    assert len(rows) == 2
+    assert T0 + 69 * minutes <= rows[0]["started_at"] < T0 + 70 * minutes < rows[0]["ended_at"]
+    assert T0 + 150 * minutes <= rows[1]["started_at"] <= T0 + 151 * minutes
+    assert [a["state"] for a in await listener.settle()] == ["raised", "cleared"] * 2
+    watermark = await conn.fetchval("SELECT scanned_to FROM bitrate_drops_watermark")
+    assert watermark == T0 + 3 * 60 * minutes
