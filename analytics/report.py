@@ -273,7 +273,8 @@ def charts(minutes: pd.DataFrame, drops: pd.DataFrame, day: date) -> dict[str, s
 # -- HTML -----------------------------------------------------------------------------------
 
 STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
+body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1280px;color:#222}
+td{white-space:nowrap}td a{font-family:monospace}
 table{border-collapse:collapse;margin:1em 0}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;
 text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%;display:block;
 margin:1em 0}.poor{color:#c62828}.note{color:#666;font-size:12px}
