@@ -44,8 +44,13 @@ async def refresh(conn: asyncpg.Connection, now: datetime) -> Refreshed:
 
 async def run(ctx: JobContext) -> int:
     """Refresh all rollups in one transaction; returns the rollup rows written or deleted."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        done = await refresh(conn, ctx.now)
+    async with ctx.pool.acquire() as conn:
+        async with conn.transaction():
+            done = await refresh(conn, ctx.now)
+        # The log churns (every sample adds to it, every refresh empties it): without this the
+        # views' probes into it wade through dead entries until autovacuum comes by, and the
+        # planner misjudges a table that swings between empty and hundreds of thousands of rows.
+        await conn.execute(queries["rollups_vacuum"])
     logger.info(
         "refreshed rollups: %d minute, %d hour, %d day buckets",
         done.minutes,

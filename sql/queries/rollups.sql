@@ -211,3 +211,7 @@ DELETE FROM rollup_1m WHERE bucket < $1::timestamptz
 -- retention_drop_raw --
 -- Drop the raw chunks that end before $1 (no row triggers fire: rollups keep those buckets).
 SELECT count(*) FROM drop_chunks('stream_stats', older_than => $1::timestamptz)
+
+-- rollups_vacuum --
+-- After a refresh: reclaim the consumed log entries and keep the planner's row counts current.
+VACUUM (ANALYZE, SKIP_LOCKED) rollup_invalidations, rollup_pending

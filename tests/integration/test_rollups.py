@@ -194,7 +194,9 @@ async def play(url: str, script: list[tuple[Any, ...]]) -> None:
         for step in script:
             if step[0] in ("insert", "copy"):
                 batch = [r for r in step[1] if (r[1], r[0]) not in stored]
-                fresh = {(r[1], r[0]): r for r in batch}
+                fresh: dict[tuple[uuid.UUID, datetime], Row] = {}
+                for r in batch:  # the first of two rows with one key wins, as in the database
+                    fresh.setdefault((r[1], r[0]), r)
                 if step[0] == "insert":
                     async with conn.transaction():
                         await conn.executemany(INSERT, batch)
@@ -243,7 +245,7 @@ async def play(url: str, script: list[tuple[Any, ...]]) -> None:
 
 @pytest.mark.slow
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
