@@ -251,7 +251,8 @@ class IngestApp:
         """Success: through the acknowledgement callback if the client gave one, else `event`."""
         if _ack_requested.get():
             return {"ok": True, **body}
-        await self.sio.emit(event, body, to=sid)
+        # The client is on this node: no need to go through the Redis manager's queue.
+        await self.sio.emit(event, body, to=sid, ignore_queue=True)
         return None
 
     async def _refuse(
@@ -264,7 +265,7 @@ class IngestApp:
         message: dict[str, Any] = {**body, "event": event}
         if stream_id is not None:
             message["streamId"] = stream_id
-        await self.sio.emit("error", message, to=sid)
+        await self.sio.emit("error", message, to=sid, ignore_queue=True)
         return None
 
     # -- handlers --------------------------------------------------------------------------
