@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import socketio
@@ -137,3 +139,12 @@ class Clients:
             await sio.shutdown()
         assert errors, "refused without a connect_error"
         return errors[0]
+
+
+def shared_server(database_url: str, log_dir: Path) -> Iterator[ServerProcess]:
+    """One default server for a whole test module (for a module-scoped fixture)."""
+    server = ServerProcess(database_url, log_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ingest.auth import mint_token
-from tests.e2e.clients import SEED_STREAM, Clients
+from tests.e2e.clients import SEED_STREAM, Clients, shared_server
 from tests.servers import JWT_SECRET, ServerProcess
 
 JS = Path(__file__).resolve().parent.parent / "js"
@@ -33,6 +33,12 @@ def node() -> str:
             pytrace=False,
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def server(migrated_database, tmp_path_factory):
+    """One server for the tests here that need no settings of their own."""
+    yield from shared_server(migrated_database, tmp_path_factory.mktemp("server"))
 
 
 class NodeScript:
@@ -169,10 +175,7 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
 
 
 @pytest.mark.parametrize("transport", ["", "polling", "websocket"])
-async def test_official_client_gets_acknowledgements_and_error_events(
-    node, start_server, transport
-):
-    server = start_server()
+async def test_official_client_gets_acknowledgements_and_error_events(node, server, transport):
     stream, foreign = str(uuid.uuid4()), str(uuid.uuid4())
     script = await NodeScript.start(
         node,
@@ -198,8 +201,7 @@ async def test_official_client_gets_acknowledgements_and_error_events(
     assert (error["event"], error["streamId"]) == ("stream:stats:update", foreign)
 
 
-async def test_official_client_sees_why_a_connection_was_refused(node, start_server):
-    server = start_server()
+async def test_official_client_sees_why_a_connection_was_refused(node, server):
     script = await NodeScript.start(
         node, "protocol-edges.js", server, TOKEN="not-a-jwt", STREAM_ID=SEED_STREAM
     )

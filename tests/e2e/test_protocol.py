@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from tests.e2e.clients import SEED_STREAM, Clients, now_iso, seed_update
+from tests.e2e.clients import SEED_STREAM, Clients, now_iso, seed_update, shared_server
+
+
+@pytest.fixture(scope="module")
+def server(migrated_database, tmp_path_factory):
+    """One server for the tests here that need no settings of their own."""
+    yield from shared_server(migrated_database, tmp_path_factory.mktemp("server"))
 
 
 def new_stream() -> str:
@@ -23,8 +29,7 @@ async def stored(conn, stream_id: str) -> list:
     )
 
 
-async def test_update_is_acknowledged_through_the_callback_once_committed(start_server, conn):
-    server = start_server()
+async def test_update_is_acknowledged_through_the_callback_once_committed(server, conn):
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [SEED_STREAM])
         ack = await streamer.call("stream:stats:update", seed_update(timestamp=now_iso(-1)))
@@ -39,8 +44,7 @@ async def test_update_is_acknowledged_through_the_callback_once_committed(start_
     assert (rows[0]["bitrate_kbps"], rows[0]["width"], rows[0]["quality"]) == (2500, 1920, "good")
 
 
-async def test_update_without_callback_is_answered_with_received_event(start_server, conn):
-    server = start_server()
+async def test_update_without_callback_is_answered_with_received_event(server, conn):
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream])
@@ -57,10 +61,7 @@ async def test_update_without_callback_is_answered_with_received_event(start_ser
     assert [row["packet_loss_pct"] for row in rows] == [4.5]
 
 
-async def test_resent_update_is_acknowledged_as_duplicate_and_not_broadcast_again(
-    start_server, conn
-):
-    server = start_server()
+async def test_resent_update_is_acknowledged_as_duplicate_and_not_broadcast_again(server, conn):
     stream = new_stream()
     async with Clients(server) as clients:
         monitor = await clients.connect("moderator")
@@ -76,8 +77,7 @@ async def test_resent_update_is_acknowledged_as_duplicate_and_not_broadcast_agai
     assert len(monitor.received["stream:stats:update"]) == 1
 
 
-async def test_monitors_allowed_to_see_the_stream_get_the_broadcast_once(start_server):
-    server = start_server()
+async def test_monitors_allowed_to_see_the_stream_get_the_broadcast_once(server):
     stream, other = new_stream(), new_stream()
     async with Clients(server) as clients:
         moderator = await clients.connect("moderator")
@@ -104,8 +104,7 @@ async def test_monitors_allowed_to_see_the_stream_get_the_broadcast_once(start_s
     assert streamer.received["stream:stats:update"] == []
 
 
-async def test_get_answers_the_latest_stored_sample_with_viewer_count(start_server):
-    server = start_server()
+async def test_get_answers_the_latest_stored_sample_with_viewer_count(server):
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream])
@@ -133,8 +132,7 @@ async def test_get_answers_the_latest_stored_sample_with_viewer_count(start_serv
     assert current["stats"]["bitrate"] == 3100.25
 
 
-async def test_get_without_callback_answers_current_and_null_for_a_silent_stream(start_server):
-    server = start_server()
+async def test_get_without_callback_answers_current_and_null_for_a_silent_stream(server):
     stream = new_stream()
     async with Clients(server) as clients:
         dashboard = await clients.connect("analyst")
@@ -143,8 +141,7 @@ async def test_get_without_callback_answers_current_and_null_for_a_silent_stream
     assert current == {"streamId": stream, "stats": None, "quality": None, "viewerCount": 0}
 
 
-async def test_viewer_count_follows_joins_leaves_and_disconnects(start_server):
-    server = start_server()
+async def test_viewer_count_follows_joins_leaves_and_disconnects(server):
     stream, other = new_stream(), new_stream()
     async with Clients(server) as clients:
         analyst = await clients.connect("analyst")
@@ -176,8 +173,7 @@ async def test_viewer_count_follows_joins_leaves_and_disconnects(start_server):
         assert (await count(), await count(other)) == (0, 0)
 
 
-async def test_unsubscribe_narrows_and_subscribe_widens_the_broadcasts(start_server):
-    server = start_server()
+async def test_unsubscribe_narrows_and_subscribe_widens_the_broadcasts(server):
     one, two = new_stream(), new_stream()
     async with Clients(server) as clients:
         everything = await clients.connect("moderator")
@@ -207,8 +203,7 @@ async def test_unsubscribe_narrows_and_subscribe_widens_the_broadcasts(start_ser
             assert sorted(b["streamId"] for b in broadcasts[1:]) == sorted([one, two])
 
 
-async def test_timestamp_is_optional_and_means_receive_time(start_server, conn):
-    server = start_server()
+async def test_timestamp_is_optional_and_means_receive_time(server, conn):
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream])
@@ -235,8 +230,7 @@ async def test_rate_limit_answers_rate_limited_then_recovers(start_server):
     assert later["ok"] is True
 
 
-async def test_clients_starting_with_long_polling_like_the_js_default_work(start_server):
-    server = start_server()
+async def test_clients_starting_with_long_polling_like_the_js_default_work(server):
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream], transports=["polling", "websocket"])
@@ -246,8 +240,7 @@ async def test_clients_starting_with_long_polling_like_the_js_default_work(start
     assert ack["ok"] and broadcast["streamId"] == stream
 
 
-def test_health_and_readiness_answer_on_the_same_port(start_server):
-    server = start_server()
+def test_health_and_readiness_answer_on_the_same_port(server):
     assert server.http_status("/healthz") == 200
     assert server.http_status("/readyz") == 200
     assert server.http_status("/nope") == 404

@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from ingest.auth import mint_token
-from tests.e2e.clients import Clients, seed_update
+from tests.e2e.clients import Clients, seed_update, shared_server
 from tests.servers import JWT_SECRET
 
 STREAM = str(uuid.uuid4())
@@ -44,9 +44,10 @@ BAD_AUTH = {
 }
 
 
-@pytest.fixture
-def server(start_server):
-    return start_server()
+@pytest.fixture(scope="module")
+def server(migrated_database, tmp_path_factory):
+    """One server for the tests here that need no settings of their own."""
+    yield from shared_server(migrated_database, tmp_path_factory.mktemp("server"))
 
 
 async def test_bad_tokens_are_refused_with_unauthorized(server):
