@@ -90,7 +90,9 @@ async def connection(
 ) -> None:
     """One streamer over the raw protocol; `max` keeps W in flight, `rate` sends on a schedule."""
     token = mint_token(SECRET, role="streamer", streams=[stream_id], ttl=3600)
-    base = datetime.now(UTC) - timedelta(minutes=10)
+    base = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    acked: list[int] = []
+    out["acked"][stream_id] = [base.isoformat(), acked]
     async with session.ws_connect(spec["ws"], heartbeat=None, max_msg_size=0) as ws:
         opening = await ws.receive_str()
         assert opening.startswith("0"), opening
@@ -131,6 +133,7 @@ async def connection(
                 body = json.loads(data[bracket:])[0]
                 if body.get("ok"):
                     out["ok"] += 1
+                    acked.append(int(data[2:bracket]))
                     out["duplicate"] += bool(body.get("duplicate"))
                     if spec["window_start"] <= now <= spec["window_end"]:
                         out["acked_in_window"] += 1
@@ -178,6 +181,7 @@ async def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "unanswered": 0,
         "errors": {},
         "latencies": [],
+        "acked": {},
     }
     connector = aiohttp.TCPConnector(limit=0)
     go = asyncio.Event()
@@ -245,6 +249,8 @@ def phase(url: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
         for key, value in result.items():
             if key == "latencies" or key == "failed":
                 merged[key].extend(value)
+            elif key == "acked":
+                merged.setdefault("acked", {}).update(value)
             elif key == "errors":
                 for code, n in value.items():
                     merged["errors"][code] = merged["errors"].get(code, 0) + n
@@ -299,14 +305,25 @@ async def reset_database(url: str) -> None:
         await conn.close()
 
 
-async def stored_rows(url: str) -> int:
+async def check_rows(url: str, acked: dict[str, list[Any]]) -> dict[str, int]:
+    """Compare the rows stored with the acknowledgements (update n of a stream: base + n ms)."""
     import asyncpg
 
     conn = await asyncpg.connect(url)
     try:
-        return int(await conn.fetchval("SELECT count(*) FROM stream_stats"))
+        rows = await conn.fetch("SELECT stream_id::text AS s, time FROM stream_stats")
     finally:
         await conn.close()
+    stored: dict[str, set[datetime]] = {}
+    for row in rows:
+        stored.setdefault(row["s"], set()).add(row["time"])
+    expected: dict[str, set[datetime]] = {}
+    for stream, (base, numbers) in acked.items():
+        start = datetime.fromisoformat(base)
+        expected[stream] = {start + timedelta(milliseconds=n) for n in numbers}
+    missing = sum(len(times - stored.get(s, set())) for s, times in expected.items())
+    unacked = sum(len(times - expected.get(s, set())) for s, times in stored.items())
+    return {"stored": len(rows), "acked_missing": missing, "stored_unacked": unacked}
 
 
 def run_server(key: str, args: argparse.Namespace, log: Path) -> dict[str, Any]:
@@ -347,7 +364,10 @@ def run_server(key: str, args: argparse.Namespace, log: Path) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
     if key != "a":
-        result["stored"] = asyncio.run(stored_rows(args.database))
+        acked: dict[str, list[Any]] = {}
+        for m in args.modes:
+            acked.update(result[m].pop("acked"))
+        result.update(asyncio.run(check_rows(args.database, acked)))
         result["acked_new"] = sum(result[m]["ok"] - result[m]["duplicate"] for m in args.modes)
         result["acked_duplicate"] = sum(result[m]["duplicate"] for m in args.modes)
     return result
@@ -397,7 +417,15 @@ def main() -> None:
                 for m in args.modes
             }
             extra = {
-                k: run[key][k] for k in ("stored", "acked_new", "acked_duplicate") if k in run[key]
+                k: run[key][k]
+                for k in (
+                    "stored",
+                    "acked_new",
+                    "acked_duplicate",
+                    "acked_missing",
+                    "stored_unacked",
+                )
+                if k in run[key]
             }
             print(
                 f"run {number} ({key}) {SERVERS[key][0]}: {json.dumps(line)} {json.dumps(extra)}",
@@ -424,9 +452,13 @@ def main() -> None:
                     f"(runs: {', '.join(f'{x:.2f}' for x in ratios)})"
                 )
     for key in args.servers.replace("a", ""):
-        lost = [r[key]["acked_new"] - r[key]["stored"] for r in runs]
+        lost = [r[key]["acked_missing"] for r in runs]
+        unacked = [r[key]["stored_unacked"] for r in runs]
         dups = [r[key]["acked_duplicate"] for r in runs]
-        print(f"({key}) acknowledged-but-missing rows per run: {lost}; duplicate acks: {dups}")
+        print(
+            f"({key}) per run: acknowledged but not stored {lost}; duplicate acks {dups}; "
+            f"stored, acknowledgement still on its way when the generator stopped {unacked}"
+        )
 
 
 if __name__ == "__main__":
