@@ -6,6 +6,7 @@ Every error names the offending field; unknown fields are ignored.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -21,6 +22,9 @@ from ingest.rows import StatsRow
 # How far ahead of the server's clock a client timestamp may be (clock skew).
 MAX_FUTURE = timedelta(minutes=5)
 MAX_TIMESTAMP_CHARS = 64
+
+# Where an event packet's `["name", …]` array starts; JSON allows whitespace around `[`.
+_ARRAY_START = re.compile(r"\s*\[\s*")
 
 _STRICT = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
 
@@ -102,10 +106,13 @@ class WireJson:
 
     def loads(self, text: str | bytes, **kwargs: Any) -> Any:
         size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-        if size > self.max_event_bytes:
+        # Only arrays are client events; objects are e.g. the Redis manager's own messages.
+        if size > self.max_event_bytes and self._is_array(text):
             name = self._event_name(text)
-            if name is not None:
-                return [name, Oversize(size, self.max_event_bytes)]
+            if name is None:
+                # An event we could not answer: drop it rather than let it in unbounded.
+                raise ValueError(f"event packet of {size} bytes refused")
+            return [name, Oversize(size, self.max_event_bytes)]
         try:
             return json.loads(text, **kwargs)
         except RecursionError:
@@ -118,14 +125,19 @@ class WireJson:
             raise ValueError(reason)
         return [name, Unparseable(reason)]
 
+    @staticmethod
+    def _is_array(text: str | bytes) -> bool:
+        head = text[:64].decode("utf-8", "replace") if isinstance(text, bytes) else text[:64]
+        return _ARRAY_START.match(head) is not None
+
     def _event_name(self, text: str | bytes) -> str | None:
         """The event name at the start of an event packet's `["name", ...]` array."""
-        if isinstance(text, bytes):
-            text = text[:512].decode("utf-8", "replace")
-        if not text.startswith('["'):
+        head = text[:512].decode("utf-8", "replace") if isinstance(text, bytes) else text[:512]
+        start = _ARRAY_START.match(head)
+        if start is None:
             return None
         try:
-            name, _ = self._decoder.raw_decode(text[:512], 1)
+            name, _ = self._decoder.raw_decode(head, start.end())
         except ValueError:
             return None
         return name if isinstance(name, str) else None

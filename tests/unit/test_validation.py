@@ -191,3 +191,20 @@ def test_wire_json_turns_unreadable_numbers_into_an_invalid_payload():
 def test_wire_json_refuses_unreadable_packets_that_are_not_events():
     with pytest.raises(ValueError):
         WireJson(16 * 1024).loads("[" * 5000 + "]" * 5000)
+
+
+def test_wire_json_finds_the_event_name_after_whitespace():
+    wire = WireJson(16 * 1024)
+    text = ' [ "stream:stats:update" , {"pad": "' + "x" * 20_000 + '"}]'
+    name, body = wire.loads(text)
+    assert name == "stream:stats:update" and isinstance(body, Oversize)
+
+
+def test_wire_json_drops_an_oversize_event_it_cannot_answer():
+    with pytest.raises(ValueError):
+        WireJson(16 * 1024).loads('[17, {"pad": "' + "x" * 20_000 + '"}]')
+
+
+def test_wire_json_reads_large_objects_such_as_the_redis_managers_messages():
+    message = {"method": "emit", "data": ["x" * 20_000]}
+    assert WireJson(16 * 1024).loads(json.dumps(message)) == message
