@@ -37,6 +37,9 @@ fresh AS (
     JOIN stream_stats r
       ON r.stream_id = k.stream_id
      AND r.time >= k.bucket AND r.time < k.bucket + interval '1 minute'
+     -- Redundant with the range, but an equality: a big backlog (a backfill) can then be
+     -- hash-joined instead of merge-joined per stream, which compares every row with every key.
+     AND time_bucket('1 minute', r.time) = k.bucket
     GROUP BY k.bucket, k.stream_id
 ),
 emptied AS (
@@ -106,6 +109,9 @@ fresh AS (
     JOIN stream_stats r
       ON r.stream_id = k.stream_id
      AND r.time >= k.bucket AND r.time < k.bucket + interval '1 hour'
+     -- Redundant with the range, but an equality: a big backlog (a backfill) can then be
+     -- hash-joined instead of merge-joined per stream, which compares every row with every key.
+     AND time_bucket('1 hour', r.time) = k.bucket
     GROUP BY k.bucket, k.stream_id
 ),
 emptied AS (
@@ -165,6 +171,9 @@ fresh AS (
     JOIN stream_stats r
       ON r.stream_id = k.stream_id
      AND r.time >= k.bucket AND r.time < k.bucket + interval '1 day'
+     -- Redundant with the range, but an equality: a big backlog (a backfill) can then be
+     -- hash-joined instead of merge-joined per stream, which compares every row with every key.
+     AND time_bucket('1 day', r.time) = k.bucket
     GROUP BY k.bucket, k.stream_id
 ),
 emptied AS (
