@@ -224,3 +224,23 @@ async def test_two_nodes_deliver_a_job_alert_once_per_client(
     await asyncio.sleep(1.0)  # a duplicate from the other node would have arrived by now
     for c in clients:
         assert c.states("bitrate_drop") == ["raised", "cleared"]
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_a_threshold_alert_reaches_a_monitor_on_another_node_once(start_server, connect):
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+    env = {"REDIS_URL": REDIS_URL}
+    a, b = start_server(env=env), start_server(env=env)
+    stream = str(uuid.uuid4())
+    streamer = await connect(a, "streamer", [stream])
+    here, there = await connect(a, "moderator"), await connect(b, "moderator")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    for i, loss in enumerate([9, 9, 9, 0, 0, 0]):
+        await send(streamer, stream, start + timedelta(seconds=i), loss=loss)
+    await eventually(lambda: all(len(c.alerts) >= 2 for c in (streamer, here, there)))
+    await asyncio.sleep(1.0)
+    for c in (streamer, here, there):
+        assert c.states() == ["raised", "cleared"]
