@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 from datetime import UTC, datetime
@@ -213,6 +214,25 @@ async def test_timestamp_is_optional_and_means_receive_time(server, conn):
         ack = await streamer.call("stream:stats:update", update)
         after = datetime.now(UTC)
     assert before <= datetime.fromisoformat(ack["timestamp"]) <= after
+
+
+async def test_the_16_kib_bound_counts_the_whole_event_array(server, conn):
+    stream = new_stream()
+
+    def padded(size: int, seconds_ago: int) -> dict:
+        update = {**seed_update(stream, timestamp=now_iso(-seconds_ago)), "note": ""}
+        wire = json.dumps(["stream:stats:update", update], separators=(",", ":"))
+        update["note"] = "x" * (size - len(wire.encode()))
+        return update
+
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [stream])
+        at_limit = await streamer.call("stream:stats:update", padded(16 * 1024, 2))
+        over = await streamer.call("stream:stats:update", padded(16 * 1024 + 1, 1))
+        rows = await stored(conn, stream)
+    assert at_limit["ok"] is True
+    assert over["ok"] is False and over["error"]["code"] == "too_large"
+    assert len(rows) == 1
 
 
 async def test_rate_limit_answers_rate_limited_then_recovers(start_server):
