@@ -236,17 +236,18 @@ async def test_the_16_kib_bound_counts_the_whole_event_array(server, conn):
 
 
 async def test_rate_limit_answers_rate_limited_then_recovers(start_server):
-    server = start_server(env={"STREAMSTATS_RATE_LIMIT": "5"})
+    server = start_server(env={"STREAMSTATS_RATE_LIMIT": "2"})
     async with Clients(server) as clients:
         analyst = await clients.connect("analyst")
         answers = await asyncio.gather(
             *(analyst.call("stream:stats:get", {"streamId": SEED_STREAM}) for _ in range(12))
         )
         codes = [a["error"]["code"] if not a["ok"] else "ok" for a in answers]
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1)
         later = await analyst.call("stream:stats:get", {"streamId": SEED_STREAM})
-    assert codes.count("ok") == 5
-    assert codes.count("rate_limited") == 7
+    # A burst of one second's worth (2) passes; a slow machine may refill a token meanwhile.
+    assert 2 <= codes.count("ok") <= 3, codes
+    assert codes.count("rate_limited") == 12 - codes.count("ok"), codes
     assert later["ok"] is True
 
 
