@@ -274,12 +274,16 @@ async def test_sigterm_acknowledges_every_accepted_update_before_exit(start_serv
         streamer = await clients.connect("streamer", [stream])
         updates = [seed_update(stream, timestamp=now_iso(-i)) for i in range(20)]
         calls = [asyncio.ensure_future(streamer.call("stream:stats:update", u)) for u in updates]
-        await asyncio.sleep(0.1)  # all received, none committed yet (400 ms batches)
+        await asyncio.sleep(0.2)  # received, not committed yet (400 ms batches)
         server.signal(signal.SIGTERM)
         answers = await asyncio.gather(*calls)
         code = await asyncio.to_thread(server.wait, 15)
-    assert [a["ok"] for a in answers] == [True] * 20
-    assert len(await stored(conn, stream)) == 20
+    accepted = [a for a in answers if a["ok"]]
+    # On a slow machine some may arrive after the signal: refused, and nothing stored for them.
+    refused = [a["error"]["code"] for a in answers if not a["ok"]]
+    assert len(accepted) >= 10, answers
+    assert refused == ["unavailable"] * len(refused)
+    assert len(await stored(conn, stream)) == len(accepted)
     assert code == 0
 
 
