@@ -91,6 +91,7 @@ async def main() -> None:
 
     await migrations.migrate(args.database)
     conn = await asyncpg.connect(args.database)
+    await conn.execute("TRUNCATE stream_stats, stream_latest")
     try:
         print(f"{'batch':>6} {'unnest rows/s':>14} {'copy rows/s':>12} {'unnest/copy':>12}")
         for batch in args.batch:
