@@ -80,6 +80,23 @@ async def measure(conn, method, batch: int, batches: int, streams: int) -> float
     return batch * batches / (time.perf_counter() - began)
 
 
+async def unnest_no_trigger(conn: asyncpg.Connection, rows: list[StatsRow]) -> int:
+    """The writer's statement with row-level user triggers on stream_stats switched off."""
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    async with conn.transaction():
+        # Bench database only: measures what per-row triggers (rollup invalidation) cost.
+        await conn.execute(NO_TRIGGERS)
+        try:
+            return len(await conn.fetch(queries["write_batch"], *columns))
+        finally:
+            await conn.execute(TRIGGERS)
+
+
+NO_TRIGGERS = "SET LOCAL session_replication_role = replica"
+TRIGGERS = "SET LOCAL session_replication_role = origin"
+METHODS = {"unnest": unnest_batch, "copy": copy_batch, "unnest_no_trigger": unnest_no_trigger}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", default="postgresql:///streamstats_bench_ingest")
@@ -92,20 +109,27 @@ async def main() -> None:
     await migrations.migrate(args.database)
     conn = await asyncpg.connect(args.database)
     await conn.execute("TRUNCATE stream_stats, stream_latest")
+    if await conn.fetchval("SELECT to_regclass('rollup_invalidations') IS NOT NULL"):
+        await conn.execute("TRUNCATE rollup_invalidations")
+    triggers = await conn.fetchval(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'stream_stats'::regclass "
+        "AND NOT tgisinternal AND tgname <> 'ts_insert_blocker'"
+    )
+    print(f"user row triggers on stream_stats: {triggers}")
     try:
-        print(f"{'batch':>6} {'unnest rows/s':>14} {'copy rows/s':>12} {'unnest/copy':>12}")
+        print(
+            f"{'batch':>6} {'unnest rows/s':>14} {'copy rows/s':>12} {'unnest/copy':>12} "
+            f"{'unnest, no triggers':>20}"
+        )
         for batch in args.batch:
-            results: dict[str, list[float]] = {"unnest": [], "copy": []}
+            results: dict[str, list[float]] = {name: [] for name in METHODS}
             for _ in range(args.runs):
-                # Alternate so drift on a shared machine hits both alike.
-                results["unnest"].append(
-                    await measure(conn, unnest_batch, batch, args.batches, args.streams)
-                )
-                results["copy"].append(
-                    await measure(conn, copy_batch, batch, args.batches, args.streams)
-                )
-            u, c = statistics.median(results["unnest"]), statistics.median(results["copy"])
-            print(f"{batch:>6} {u:>14,.0f} {c:>12,.0f} {u / c:>12.2f}")
+                # Alternate so drift on a shared machine hits all alike.
+                for name, method in METHODS.items():
+                    rate = await measure(conn, method, batch, args.batches, args.streams)
+                    results[name].append(rate)
+            u, c, n = (statistics.median(results[name]) for name in METHODS)
+            print(f"{batch:>6} {u:>14,.0f} {c:>12,.0f} {u / c:>12.2f} {n:>20,.0f}")
     finally:
         await conn.close()
 
