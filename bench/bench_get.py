@@ -145,7 +145,11 @@ def main() -> None:
     with_logs = Path("/tmp")
     for run in range(1, args.runs + 1):
         for name, (url, _) in sizes.items():
-            server = ServerProcess(url, with_logs, env={"STREAMSTATS_LOG_LEVEL": "WARNING"})
+            server = ServerProcess(
+                url,
+                with_logs,
+                env={"STREAMSTATS_LOG_LEVEL": "WARNING", "STREAMSTATS_RATE_LIMIT": "100000"},
+            )
             server.start()
             try:
                 latencies = asyncio.run(measure(server.url, args.clients, args.gets, args.warmup))
