@@ -31,14 +31,19 @@ async def refresh(conn: asyncpg.Connection, now: datetime) -> Refreshed:
     transaction). Buckets that are not complete at `now` stay pending: the views compute them
     live, and materializing them now would only be redone on the next refresh.
     """
-    minute = await conn.fetchrow(queries["rollups_refresh_1m"], now)
-    hour = await conn.fetchrow(queries["rollups_refresh_1h"], now)
-    day = await conn.fetchrow(queries["rollups_refresh_1d"], now)
+    await conn.execute(queries["rollups_keys_table"])
+    done: dict[str, asyncpg.Record] = {}
+    for step, claim in (("1m", "minutes"), ("1h", "hours"), ("1d", "days")):
+        # The minutes step queues hours and days, so it goes first and they see its queue.
+        await conn.execute(queries["rollups_keys_clear"])
+        await conn.execute(queries[f"rollups_claim_{claim}"], now)
+        await conn.execute(queries["rollups_keys_analyze"])
+        done[step] = await conn.fetchrow(queries[f"rollups_recompute_{step}"])
     return Refreshed(
-        rows=minute["rows"] + hour["rows"] + day["rows"],
-        minutes=minute["buckets"],
-        hours=hour["buckets"],
-        days=day["buckets"],
+        rows=sum(record["rows"] for record in done.values()),
+        minutes=done["1m"]["buckets"],
+        hours=done["1h"]["buckets"],
+        days=done["1d"]["buckets"],
     )
 
 

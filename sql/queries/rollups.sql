@@ -1,23 +1,61 @@
 -- Rollup refresh (jobs/rollups.py) and rollup state. All refresh steps run in one transaction
--- under the `rollups` job lock; each is one statement, so the log entries it consumes and the
--- raw rows it aggregates come from the same snapshot: a writer that has not committed yet is
--- invisible in both, and its entries stay in the log for the next refresh.
+-- under the `rollups` job lock. A step claims log entries, then recomputes their buckets from raw
+-- rows in a later statement: whatever it claimed was committed, so its rows are visible then; a
+-- writer that commits in between still has its own log entries, unclaimed, and the next refresh
+-- recomputes its buckets again. Nothing committed is ever left out.
 
 -- rollups_lock --
 -- Wait for the rollups job's advisory lock until the end of the transaction (retention uses it).
 SELECT pg_advisory_xact_lock(hashtextextended('streamstats.job:rollups', 0))
 
--- rollups_refresh_1m --
--- Claim the log entries of complete minutes ($1 = now), recompute those minutes, queue hours/days.
+-- rollups_keys_table --
+-- The buckets one refresh step recomputes; a table, so the planner knows how many there are.
+CREATE TEMP TABLE IF NOT EXISTS rollup_refresh_keys (
+    stream_id uuid        NOT NULL,
+    bucket    timestamptz NOT NULL
+) ON COMMIT DELETE ROWS
+
+-- rollups_keys_clear --
+-- Empty the key table between the steps of one refresh.
+TRUNCATE rollup_refresh_keys
+
+-- rollups_keys_analyze --
+-- Tell the planner the key count: index probes for a few keys, a hash join for a backfill.
+ANALYZE rollup_refresh_keys
+
+-- rollups_claim_minutes --
+-- Consume the log entries of complete minutes ($1 = now) into the key table.
 WITH claimed AS (
     DELETE FROM rollup_invalidations
     WHERE minute <= $1::timestamptz - interval '1 minute'
     RETURNING stream_id, minute
-),
-keys AS (
-    SELECT DISTINCT stream_id, minute AS bucket FROM claimed
-),
-fresh AS (
+)
+INSERT INTO rollup_refresh_keys (stream_id, bucket)
+SELECT DISTINCT stream_id, minute FROM claimed
+
+-- rollups_claim_hours --
+-- Consume the queued hours that are complete ($1 = now) into the key table.
+WITH claimed AS (
+    DELETE FROM rollup_pending
+    WHERE granularity = '1h' AND bucket <= $1::timestamptz - interval '1 hour'
+    RETURNING stream_id, bucket
+)
+INSERT INTO rollup_refresh_keys (stream_id, bucket)
+SELECT stream_id, bucket FROM claimed
+
+-- rollups_claim_days --
+-- Consume the queued UTC days that are complete ($1 = now) into the key table.
+WITH claimed AS (
+    DELETE FROM rollup_pending
+    WHERE granularity = '1d' AND bucket <= $1::timestamptz - interval '1 day'
+    RETURNING stream_id, bucket
+)
+INSERT INTO rollup_refresh_keys (stream_id, bucket)
+SELECT stream_id, bucket FROM claimed
+
+-- rollups_recompute_1m --
+-- Recompute the claimed minutes from raw rows and queue their hours and days.
+WITH fresh AS (
     SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
            avg(r.bitrate_kbps) AS bitrate_kbps_avg,
            min(r.bitrate_kbps) AS bitrate_kbps_min,
@@ -33,18 +71,18 @@ fresh AS (
            (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
            (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
            (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
-    FROM keys k
+    FROM rollup_refresh_keys k
     JOIN stream_stats r
       ON r.stream_id = k.stream_id
      AND r.time >= k.bucket AND r.time < k.bucket + interval '1 minute'
-     -- Redundant with the range, but an equality: a big backlog (a backfill) can then be
+     -- Redundant with the range, but an equality: a backfill-sized key set can then be
      -- hash-joined instead of merge-joined per stream, which compares every row with every key.
      AND time_bucket('1 minute', r.time) = k.bucket
     GROUP BY k.bucket, k.stream_id
 ),
 emptied AS (
     -- Buckets whose raw rows were all deleted lose their rollup row.
-    DELETE FROM rollup_1m m USING keys k
+    DELETE FROM rollup_1m m USING rollup_refresh_keys k
     WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
       AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
     RETURNING 1
@@ -71,25 +109,21 @@ upserted AS (
     RETURNING 1
 ),
 queued AS (
+    -- Their hours and days, recomputed once complete.
     INSERT INTO rollup_pending (granularity, stream_id, bucket)
-    SELECT DISTINCT '1h', stream_id, time_bucket('1 hour', bucket) FROM keys
+    SELECT DISTINCT '1h', stream_id, time_bucket('1 hour', bucket) FROM rollup_refresh_keys
     UNION
-    SELECT DISTINCT '1d', stream_id, time_bucket('1 day', bucket) FROM keys
+    SELECT DISTINCT '1d', stream_id, time_bucket('1 day', bucket) FROM rollup_refresh_keys
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
-       (SELECT count(*) FROM keys) AS buckets,
+       (SELECT count(*) FROM rollup_refresh_keys) AS buckets,
        (SELECT count(*) FROM queued) AS queued
 
--- rollups_refresh_1h --
--- Recompute the queued hours that are complete ($1 = now) from raw rows.
-WITH claimed AS (
-    DELETE FROM rollup_pending
-    WHERE granularity = '1h' AND bucket <= $1::timestamptz - interval '1 hour'
-    RETURNING stream_id, bucket
-),
-fresh AS (
+-- rollups_recompute_1h --
+-- Recompute the claimed hours from raw rows (percentiles do not compose from minutes).
+WITH fresh AS (
     SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
            avg(r.bitrate_kbps) AS bitrate_kbps_avg,
            min(r.bitrate_kbps) AS bitrate_kbps_min,
@@ -105,17 +139,18 @@ fresh AS (
            (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
            (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
            (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
-    FROM claimed k
+    FROM rollup_refresh_keys k
     JOIN stream_stats r
       ON r.stream_id = k.stream_id
      AND r.time >= k.bucket AND r.time < k.bucket + interval '1 hour'
-     -- Redundant with the range, but an equality: a big backlog (a backfill) can then be
+     -- Redundant with the range, but an equality: a backfill-sized key set can then be
      -- hash-joined instead of merge-joined per stream, which compares every row with every key.
      AND time_bucket('1 hour', r.time) = k.bucket
     GROUP BY k.bucket, k.stream_id
 ),
 emptied AS (
-    DELETE FROM rollup_1h m USING claimed k
+    -- Buckets whose raw rows were all deleted lose their rollup row.
+    DELETE FROM rollup_1h m USING rollup_refresh_keys k
     WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
       AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
     RETURNING 1
@@ -142,16 +177,11 @@ upserted AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
-       (SELECT count(*) FROM claimed) AS buckets
+       (SELECT count(*) FROM rollup_refresh_keys) AS buckets
 
--- rollups_refresh_1d --
--- Recompute the queued UTC days that are complete ($1 = now) from raw rows.
-WITH claimed AS (
-    DELETE FROM rollup_pending
-    WHERE granularity = '1d' AND bucket <= $1::timestamptz - interval '1 day'
-    RETURNING stream_id, bucket
-),
-fresh AS (
+-- rollups_recompute_1d --
+-- Recompute the claimed days from raw rows.
+WITH fresh AS (
     SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
            avg(r.bitrate_kbps) AS bitrate_kbps_avg,
            min(r.bitrate_kbps) AS bitrate_kbps_min,
@@ -167,17 +197,18 @@ fresh AS (
            (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
            (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
            (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
-    FROM claimed k
+    FROM rollup_refresh_keys k
     JOIN stream_stats r
       ON r.stream_id = k.stream_id
      AND r.time >= k.bucket AND r.time < k.bucket + interval '1 day'
-     -- Redundant with the range, but an equality: a big backlog (a backfill) can then be
+     -- Redundant with the range, but an equality: a backfill-sized key set can then be
      -- hash-joined instead of merge-joined per stream, which compares every row with every key.
      AND time_bucket('1 day', r.time) = k.bucket
     GROUP BY k.bucket, k.stream_id
 ),
 emptied AS (
-    DELETE FROM rollup_1d m USING claimed k
+    -- Buckets whose raw rows were all deleted lose their rollup row.
+    DELETE FROM rollup_1d m USING rollup_refresh_keys k
     WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
       AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
     RETURNING 1
@@ -204,7 +235,7 @@ upserted AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
-       (SELECT count(*) FROM claimed) AS buckets
+       (SELECT count(*) FROM rollup_refresh_keys) AS buckets
 
 -- rollups_backlog --
 -- What the views still compute live: log entries and queued hours/days, with the oldest of each.
