@@ -19,6 +19,17 @@ die() { printf 'provision: error: %s\n' "$*" >&2; exit 1; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 
+# apt-get install, refreshing the package lists first when they are missing or stale.
+apt_install() {
+    command -v apt-get >/dev/null || return 1
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 \
+        || { as_root apt-get update -q >/dev/null \
+             && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+
+command -v python3 >/dev/null || apt_install python3 || die "python3 is required"
+command -v psql >/dev/null || apt_install postgresql-client || true
+
 # The database named by DATABASE_URL, and a URL for the maintenance database on the same server.
 dbname=$(python3 -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(p.path.lstrip("/") or "postgres")' "$DATABASE_URL")
 admin_url=$(python3 -c '
@@ -34,9 +45,14 @@ pg_major() {
     if [ -d /etc/postgresql ]; then ls /etc/postgresql | sort -V | tail -n 1; fi
 }
 
+cluster_online() {
+    command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '$4 == "online"' | grep -q .
+}
+
 start_postgres() {
     local major; major=$(pg_major)
     [ -n "$major" ] || return 1
+    cluster_online && return 0
     say "starting PostgreSQL $major"
     as_root pg_ctlcluster --skip-systemctl-redirect "$major" main start 2>/dev/null \
         || as_root pg_ctlcluster "$major" main start
@@ -47,8 +63,19 @@ start_postgres() {
 install_postgres() {
     command -v apt-get >/dev/null || return 1
     say "installing PostgreSQL from the distribution's packages"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+    apt_install postgresql || return 1
     start_postgres
+}
+
+# A fresh Debian cluster knows only the `postgres` role: give the calling user a superuser role
+# of the same name so socket URLs such as postgresql:///streamstats work without a password.
+ensure_role() {
+    local user; user=$(id -un)
+    [ "$(id -u)" = 0 ] && command -v runuser >/dev/null && cluster_online || return 1
+    if [ -z "$(runuser -u postgres -- psql -XAtq -c "select 1 from pg_roles where rolname = '$user'" 2>/dev/null)" ]; then
+        say "creating the PostgreSQL role $user (superuser, for local connections)"
+        runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c "create role \"$user\" superuser login" >/dev/null
+    fi
 }
 
 has_timescaledb() {
@@ -76,10 +103,7 @@ build_timescaledb() {
   Install TimescaleDB for PostgreSQL $major (see its documentation), or set DATABASE_URL to a server that has it."
     [ "$(id -u)" = 0 ] || command -v sudo >/dev/null || die "TimescaleDB is missing; building it needs root. Re-run this script as root."
     say "TimescaleDB is missing: building its Apache-2 edition from Debian's source package (about a minute)"
-    local deps=("postgresql-server-dev-$major" libssl-dev cmake dpkg-dev gcc make)
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${deps[@]}" >/dev/null 2>&1 \
-        || { as_root apt-get update -q >/dev/null \
-             && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${deps[@]}" >/dev/null; } \
+    apt_install "postgresql-server-dev-$major" libssl-dev cmake dpkg-dev gcc make \
         || die "could not install the build tools (postgresql-server-dev-$major libssl-dev cmake dpkg-dev)"
     pgconfig=/usr/lib/postgresql/$major/bin/pg_config
     mirror=$(debian_mirror)
@@ -124,6 +148,7 @@ preload_timescaledb() {
 ensure_redis() {
     local url=${REDIS_URL:-redis://127.0.0.1:6379/0}
     if command -v redis-cli >/dev/null && redis-cli -u "$url" ping >/dev/null 2>&1; then return 0; fi
+    command -v redis-server >/dev/null || { say "installing Redis"; apt_install redis-server || true; }
     if command -v redis-server >/dev/null; then
         say "starting Redis"
         mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
@@ -136,11 +161,12 @@ ensure_redis() {
 
 main() {
     if ! server_up; then
-        start_postgres || { command -v psql >/dev/null && [ -n "$(pg_major)" ]; } || install_postgres \
+        { [ -n "$(pg_major)" ] && start_postgres; } || install_postgres \
             || { command -v docker >/dev/null && docker info >/dev/null 2>&1 \
                  && say "no local PostgreSQL: starting docker compose services" \
                  && docker compose up -d --wait timescaledb redis; } \
             || true
+        server_up || ensure_role || true
         server_up || die "cannot reach PostgreSQL at $admin_url.
   Start a PostgreSQL server with TimescaleDB and set DATABASE_URL, or run this script as root on Debian/Ubuntu."
     fi

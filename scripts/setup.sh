@@ -11,13 +11,20 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 bash scripts/provision-db.sh
 
-# The report tests render pages in headless Chromium (Debian's package).
-if ! command -v chromium >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-        say "installing chromium (report rendering tests)"
-        apt-get install -y -q chromium >/dev/null
+# System packages the tests use: headless Chromium renders the reports, Node.js runs the official
+# JavaScript client, python3-venv makes the virtual environment.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+[ -x .venv/bin/python ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q "${missing[@]}" >/dev/null; }
     else
-        say "warning: chromium not found: run 'apt-get install -y chromium' as root for the report tests"
+        say "warning: missing ${missing[*]}: install them (as root: apt-get install -y ${missing[*]})"
     fi
 fi
 
