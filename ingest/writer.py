@@ -9,6 +9,13 @@ transaction may or may not have committed. Such rows are kept and retried (the i
 idempotent on `(stream_id, time)`, so a retry after a successful COMMIT reports them as
 duplicates); only if the database stays away past their deadline do they fail, with an
 `Unavailable` whose message says the update may have been stored and that resending is safe.
+
+A statement the database refuses leaves the connection usable (the transaction is rolled back).
+A row it refuses for its values (a data exception or a violated constraint) fails alone with
+`Invalid` — the batch is split until the refused rows are isolated, the others are stored. Any
+other refusal (a missing table, a read-only standby after a failover, a deadlock) is retried
+with backoff like an outage: the rows are stored once it passes, or fail `unavailable` at their
+deadline, with nothing stored.
 """
 
 from __future__ import annotations
@@ -18,13 +25,14 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
 from ingest import metrics
-from ingest.errors import Overloaded, Unavailable
+from ingest.errors import Invalid, Overloaded, Unavailable
 from ingest.rows import StatsRow
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.settings import Settings
@@ -42,12 +50,19 @@ FULL_SHARE = 0.9
 MIN_ATTEMPT = 0.25
 # How often waiting rows are checked for expiry at the latest.
 EXPIRE_POLL = 0.25
+# Longest close() waits for each piece of its cleanup once the flush loop is stopped.
+STOP_WAIT = 0.5
+# SQLSTATE classes of a row refused for its values: data exception, integrity violation.
+_REFUSED_CLASSES = ("22", "23")
+# SQLSTATE class of a transaction that lost a conflict (deadlock, serialization): retry at once.
+_CONFLICT_CLASS = "40"
 
 _MAYBE_STORED = (
     "the database connection was lost while committing: the update may have been stored; "
     "resending it is safe (a stored update is acknowledged as duplicate)"
 )
 _NOT_STORED = "the database is unreachable: nothing was stored, retry later"
+_REFUSED = "the database refused the update ({}): nothing was stored"
 
 
 class _Item(NamedTuple):
@@ -60,9 +75,12 @@ class _CommitUnknown(Exception):
     """The connection failed while COMMIT was in flight."""
 
 
-# Errors after which a batch is retried, and errors during COMMIT that leave its outcome unknown.
-_RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, _CommitUnknown)
-_LOST: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
+# Errors after which a batch is retried (a statement error is retried too unless it refuses rows).
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    _CommitUnknown,
+    asyncpg.PostgresError,
+)
 
 
 class BatchWriter:
@@ -76,7 +94,10 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
         self._closing = False
+        self._closed = False
         self._db_ok = True
+        # A deadlock / serialization episode in progress (logged once, health unaffected).
+        self._conflicting = False
         # Rows whose last attempt failed during COMMIT: they may be stored already.
         self._uncertain: set[tuple[UUID, Any]] = set()
         self._batch_s = settings.batch_ms / 1000
@@ -88,6 +109,7 @@ class BatchWriter:
         self.batches = 0
         self.failures = 0
         self.expired = 0
+        self.refused = 0
         self._expired_logged = 0
         self._expired_log_at = float("-inf")
         self._expirer: asyncio.Task[None] | None = None
@@ -114,7 +136,7 @@ class BatchWriter:
 
     async def start(self) -> None:
         """Start the flush loop."""
-        if self._task is None:
+        if self._task is None and not self._closing:
             self._task = asyncio.create_task(self._run(), name="batch-writer")
             self._task.add_done_callback(self._loop_ended)
             self._expirer = asyncio.create_task(self._expire_loop(), name="batch-writer-expiry")
@@ -136,33 +158,50 @@ class BatchWriter:
         return future
 
     async def close(self) -> None:
-        """Stop taking rows, flush what was accepted (each row within its deadline), resolve all."""
+        """Stop taking rows, flush what was accepted (each row within its deadline), resolve all.
+
+        Idempotent, and cleans up even when cancelled (a drain cut short): the loop, the expiry
+        task and the connection are gone and every row is resolved once it returns or raises.
+        """
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
+        try:
+            task = self._task
+            if task is not None and not task.done():
+                # Each row resolves by its deadline, so the loop ends within write_timeout.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), self._timeout_s + 1)
+        finally:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        """Cancel the loop and the expiry task, give the connection back, fail what is left."""
+        tasks = [task for task in (self._task, self._expirer) if task is not None]
+        self._task = self._expirer = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: a task that ignores cancellation must not hold the shutdown.
+            await asyncio.wait(tasks, timeout=STOP_WAIT)
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), self._timeout_s + 1)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
-        if self._expirer is not None:
-            self._expirer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expirer
-            self._expirer = None
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
+                await self.pool.release(conn, timeout=STOP_WAIT)
+            except Exception:
+                conn.terminate()
         # Only reachable if the loop was cancelled or died: nothing may stay unresolved.
         while self._queue:
-            self._fail(self._queue.popleft(), _NOT_STORED)
-        logger.info(
-            "batch writer closed",
-            extra={"action": "writer_closed", "rows": self.rows_written, "batches": self.batches},
-        )
+            self._fail_waiting(self._queue.popleft())
+        if not self._closed:
+            self._closed = True
+            logger.info(
+                "batch writer closed",
+                extra={
+                    "action": "writer_closed",
+                    "rows": self.rows_written,
+                    "batches": self.batches,
+                },
+            )
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -201,7 +240,7 @@ class BatchWriter:
                 continue
             batch = self._take()
             try:
-                await self._flush(batch)
+                await self._store(batch)
             except _RETRYABLE as exc:
                 self._retry_later(batch, exc)
                 await self._sleep(backoff)
@@ -211,9 +250,11 @@ class BatchWriter:
                 self._requeue(batch)
                 raise
             except Exception:
-                # A bug or a row the database refuses: isolate it instead of blocking the queue.
+                # A bug, not the database: the rows not resolved were not committed (a commit
+                # resolves its rows first); fail them rather than retry them forever.
                 logger.exception("batch write failed", extra={"action": "writer_error"})
-                await self._flush_one_by_one(batch)
+                for item in batch:
+                    self._fail_waiting(item)
             backoff = BACKOFF_START
             self._mark_reachable()
 
@@ -259,6 +300,21 @@ class BatchWriter:
         count = min(len(self._queue), self.settings.batch_rows)
         return [self._queue.popleft() for _ in range(count)]
 
+    async def _store(self, batch: list[_Item]) -> None:
+        """Flush a batch; if the database refuses rows of it, split it until they are isolated."""
+        try:
+            await self._flush(batch)
+        except asyncpg.PostgresError as exc:
+            if not _refuses_rows(exc):
+                raise
+            if len(batch) == 1:
+                self._refuse(batch[0], exc)
+                return
+            # Halves, oldest first: a few bad rows cost a few transactions, not one per row.
+            half = len(batch) // 2
+            await self._store(batch[:half])
+            await self._store(batch[half:])
+
     async def _flush(self, batch: list[_Item]) -> None:
         """Write one batch in one transaction and resolve its futures."""
         # Rows repeated within the batch: the first is written, the others are duplicates of it.
@@ -270,16 +326,17 @@ class BatchWriter:
                 repeats.append(item)
             else:
                 first[key] = item
-        rows = [item.row for item in first.values()]
+        # In key order: writers on several nodes then take row locks in one order, so inserting
+        # overlapping rows (a client resending to another node) waits instead of deadlocking.
+        rows = [first[key].row for key in sorted(first)]
         columns = [list(column) for column in zip(*rows, strict=True)]
-        columns[1] = [_uuid(value) for value in columns[1]]
 
         # The whole attempt ends by the oldest row's deadline: past it the row is reported
         # unavailable, so its transaction must not commit afterwards.
         deadline = batch[0].submitted + self._timeout_s
         started = time.perf_counter()
-        inserted = await self._transaction(columns, deadline)
-        metrics.flushed(len(batch), time.perf_counter() - started)
+        inserted = await self._transaction(columns, deadline, first.keys())
+        elapsed = time.perf_counter() - started
 
         # asyncpg's UUID hashes and compares like uuid.UUID.
         stored = {(r[0], r[1]) for r in inserted}
@@ -291,30 +348,67 @@ class BatchWriter:
         self.batches += 1
         self.rows_written += len(stored)
         self.duplicates += len(batch) - len(stored)
+        self._conflicting = False
+        metrics.flushed(len(batch), elapsed)
 
-    async def _transaction(self, columns: list[list[Any]], deadline: float) -> list[Any]:
+    async def _transaction(
+        self, columns: list[list[Any]], deadline: float, keys: Iterable[tuple[UUID, Any]]
+    ) -> list[Any]:
         loop = asyncio.get_running_loop()
+        transaction = None
         committing = False
         try:
             async with asyncio.timeout_at(deadline):
-                if self._conn is None:
+                conn = self._conn
+                if conn is None:
                     raise ConnectionResetError("no connection")
-                transaction = self._conn.transaction()
+                # Inside the try: a connection the pool detached after a loss raises here.
+                transaction = conn.transaction()
                 await transaction.start()
-                inserted: list[Any] = await self._conn.fetch(self._sql, *columns)
+                inserted: list[Any] = await conn.fetch(self._sql, *columns)
                 if loop.time() >= deadline:
                     raise TimeoutError
                 committing = True
                 await transaction.commit()
                 committing = False
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, CONNECTION_ERRORS):
+                await self._lost(committing, exc, keys)
+                raise
+            # The server refused a statement (or the driver an argument): the connection is
+            # fine. A refused COMMIT has ended the transaction already; otherwise roll back.
+            if not committing and transaction is not None:
+                await self._roll_back(transaction)
+            raise
         except BaseException as exc:
-            # Never reuse a connection in an unknown state; terminating it also makes the
-            # server abort a transaction that was not committed yet.
-            await self._drop_connection()
-            if committing and isinstance(exc, _LOST):
-                raise _CommitUnknown(str(exc) or type(exc).__name__) from exc
+            await self._lost(committing, exc, keys)
             raise
         return inserted
+
+    async def _lost(
+        self, committing: bool, exc: BaseException, keys: Iterable[tuple[UUID, Any]]
+    ) -> None:
+        """An attempt ended without an answer: drop the connection; a lost COMMIT is unknown."""
+        # Never reuse a connection in an unknown state; terminating it also makes the
+        # server abort a transaction that was not committed yet.
+        await self._drop_connection()
+        if committing:
+            # The COMMIT may have been applied: these rows may be stored already.
+            self._uncertain.update(keys)
+            # Cancellation (close() stopping the loop) stays cancellation.
+            if not isinstance(exc, asyncio.CancelledError):
+                raise _CommitUnknown(str(exc) or type(exc).__name__) from exc
+
+    async def _roll_back(self, transaction: Any) -> None:
+        """Roll back after a refused statement; a connection that cannot is dropped instead."""
+        try:
+            async with asyncio.timeout(min(self._timeout_s, STOP_WAIT * 4)):
+                await transaction.rollback()
+        except BaseException as exc:
+            await self._drop_connection()
+            # The statement's own error is the one to handle; cancellation stays cancellation.
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -326,26 +420,32 @@ class BatchWriter:
         with contextlib.suppress(Exception):
             await self.pool.release(conn)
 
-    async def _flush_one_by_one(self, batch: list[_Item]) -> None:
-        for item in batch:
-            if item.future.done():
-                continue
-            try:
-                await self._flush([item])
-            except _RETRYABLE as exc:
-                self._retry_later([item], exc)
-            except Exception as exc:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+    def _refuse(self, item: _Item, exc: BaseException) -> None:
+        """The database refuses this row for its values: resending it would not help."""
+        self.refused += 1
+        # Refused now, so it was not stored by an earlier attempt with an unknown outcome.
+        self._uncertain.discard(_key(item.row))
+        logger.warning(
+            "update refused by the database: %s",
+            _describe(exc),
+            extra={"action": "writer_refused", "stream_id": str(item.row.stream_id)},
+        )
+        if not item.future.done():
+            item.future.set_exception(Invalid(_REFUSED.format(_describe(exc))))
+            item.future.exception()
 
     # -- outages ---------------------------------------------------------------------------
 
     def _retry_later(self, batch: list[_Item], exc: BaseException) -> None:
         self.failures += 1
-        if isinstance(exc, _CommitUnknown):
-            self._uncertain.update(_key(item.row) for item in batch)
         self._requeue(batch)
-        self._mark_unreachable(exc)
+        if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, CONNECTION_ERRORS):
+            if exc.sqlstate.startswith(_CONFLICT_CLASS):
+                self._mark_conflict(exc)
+            else:
+                self._mark_refusing(exc)
+        else:
+            self._mark_unreachable(exc)
 
     def _mark_unreachable(self, exc: BaseException) -> None:
         if self._db_ok:
@@ -356,14 +456,36 @@ class BatchWriter:
                 extra={"action": "writer_unavailable", "depth": len(self._queue)},
             )
 
+    def _mark_refusing(self, exc: asyncpg.PostgresError) -> None:
+        # Not a row's fault (unmigrated database, read-only standby, missing privilege): no
+        # row can be stored, so readiness says so until a batch commits.
+        if self._db_ok:
+            self._db_ok = False
+            logger.warning(
+                "database refuses writes, retrying: %s",
+                _describe(exc),
+                extra={"action": "writer_unavailable", "depth": len(self._queue)},
+            )
+
+    def _mark_conflict(self, exc: asyncpg.PostgresError) -> None:
+        # Another transaction won a conflict: a retry normally succeeds, readiness unaffected.
+        if not self._conflicting:
+            self._conflicting = True
+            logger.warning(
+                "batch write conflicted, retrying: %s",
+                _describe(exc),
+                extra={"action": "writer_conflict", "depth": len(self._queue)},
+            )
+
     def _mark_reachable(self) -> None:
         if not self._db_ok:
             self._db_ok = True
             logger.info("database reachable again", extra={"action": "writer_recovered"})
 
     def _requeue(self, batch: list[_Item]) -> None:
-        # Back to the front, oldest first: the queue stays ordered by deadline.
-        self._queue.extendleft(reversed(batch))
+        # Back to the front in their order, oldest first: the queue stays ordered by deadline.
+        # Rows already resolved (committed, refused) are not retried.
+        self._queue.extendleft(reversed([item for item in batch if not item.future.done()]))
 
     def _expire(self, margin: float = 0.0) -> None:
         """Fail rows that waited write_timeout (less margin); the queue is ordered by deadline."""
@@ -372,13 +494,7 @@ class BatchWriter:
         now = asyncio.get_running_loop().time()
         limit = now - self._timeout_s + margin
         while self._queue and self._queue[0].submitted <= limit:
-            item = self._queue.popleft()
-            key = _key(item.row)
-            if key in self._uncertain:
-                self._uncertain.discard(key)
-                self._fail(item, _MAYBE_STORED)
-            else:
-                self._fail(item, _NOT_STORED)
+            self._fail_waiting(self._queue.popleft())
             self.expired += 1
         # One line a second at most, however many rows expire.
         if self.expired > self._expired_logged and now - self._expired_log_at >= 1:
@@ -399,11 +515,15 @@ class BatchWriter:
         try:
             await self._connect()
             async with asyncio.timeout(self._timeout_s):
-                await self._conn.fetchval(queries["writer_probe"])
+                writable = await self._conn.fetchval(queries["writer_probe"])
         except CONNECTION_ERRORS:
             await self._drop_connection()
             return
-        self._mark_reachable()
+        except asyncpg.PostgresError:
+            return
+        # Reachable is not enough: a standby or an unmigrated database answers too.
+        if writable:
+            self._mark_reachable()
 
     # -- futures ---------------------------------------------------------------------------
 
@@ -411,6 +531,15 @@ class BatchWriter:
     def _resolve(item: _Item, duplicate: bool) -> None:
         if not item.future.done():
             item.future.set_result(duplicate)
+
+    def _fail_waiting(self, item: _Item) -> None:
+        """Fail a row that will not be attempted again, saying whether it may be stored."""
+        key = _key(item.row)
+        if key in self._uncertain:
+            self._uncertain.discard(key)
+            self._fail(item, _MAYBE_STORED)
+        else:
+            self._fail(item, _NOT_STORED)
 
     @staticmethod
     def _fail(item: _Item, message: str) -> None:
@@ -420,9 +549,15 @@ class BatchWriter:
             item.future.exception()
 
 
-def _uuid(value: UUID | str) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
+def _refuses_rows(exc: asyncpg.PostgresError) -> bool:
+    """Whether the error is about the rows' values (so other rows of the batch may be fine)."""
+    # asyncpg reports an argument it cannot encode (an int4 out of range) as class 22 too.
+    return not isinstance(exc, CONNECTION_ERRORS) and exc.sqlstate[:2] in _REFUSED_CLASSES
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _key(row: StatsRow) -> tuple[UUID, Any]:
-    return (_uuid(row.stream_id), row.time)
+    return (row.stream_id, row.time)

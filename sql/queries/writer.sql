@@ -47,5 +47,7 @@ latest AS (
 SELECT stream_id, time FROM inserted
 
 -- writer_probe --
--- A cheap round trip: is the database reachable again?
-SELECT 1
+-- A cheap round trip: is the database reachable again, and can the writer store rows there?
+SELECT current_setting('transaction_read_only') = 'off'
+       AND to_regclass('stream_stats') IS NOT NULL
+       AND to_regclass('stream_latest') IS NOT NULL
