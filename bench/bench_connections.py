@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -231,16 +232,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def sample_server(pid: int, start: float, end: float) -> tuple[int, float]:
-    """Median server RSS over the measurement window, and its CPU use there (1.0 = one core)."""
+def scrape(url: str) -> dict[str, float]:
+    """The server's own /metrics samples (none if a saturated server does not answer in time)."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
+            lines = response.read().decode().splitlines()
+    except OSError:
+        return {}
+    return {
+        name: float(value)
+        for name, value in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")
+    }
+
+
+async def sample_server(
+    pid: int, url: str, start: float, end: float
+) -> tuple[int, float, dict[str, float]]:
+    """Median server RSS over the window, its CPU use there (1.0 = one core), and what the
+    writer did there according to the server's own metrics."""
     await asyncio.sleep(max(0.0, start - time.time()))
+    before = await asyncio.to_thread(scrape, url)
     cpu_start, t_start = cpu_seconds(pid), time.time()
     samples = []
     while time.time() < end:
         samples.append(rss_bytes(pid))
         await asyncio.sleep(1)
     cpu = (cpu_seconds(pid) - cpu_start) / max(time.time() - t_start, 1e-6)
-    return int(statistics.median(samples)), cpu
+    after = await asyncio.to_thread(scrape, url)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("streamstats_flush_seconds_count")
+    writer = {
+        "batch_rows": delta("streamstats_batch_rows_sum") / batches if batches else 0.0,
+        "flush_ms": delta("streamstats_flush_seconds_sum") / batches * 1000 if batches else 0.0,
+        "queue_rows": after.get("streamstats_queue_rows", 0.0),
+    }
+    return int(statistics.median(samples)), cpu, writer
 
 
 async def phase(server: ServerProcess, streamers: int, args: argparse.Namespace) -> dict:
@@ -251,7 +280,9 @@ async def phase(server: ServerProcess, streamers: int, args: argparse.Namespace)
     # The driver fixes the window before starting; recompute it the same way to sample RSS.
     ramp_s = streamers / args.ramp
     window_start = time.time() + 1.5 + ramp_s + args.warm
-    rss, cpu = await sample_server(server.proc.pid, window_start + 1, window_start + args.window)
+    rss, cpu, writer = await sample_server(
+        server.proc.pid, server.url, window_start + 1, window_start + args.window
+    )
     merged, _, _ = await streams_task
     lat = merged["latencies"]
     rate = len(lat) / args.window
@@ -263,6 +294,7 @@ async def phase(server: ServerProcess, streamers: int, args: argparse.Namespace)
         "p50_ms": percentile(lat, 0.50) * 1000,
         "p99_ms": percentile(lat, 0.99) * 1000,
         "samples": len(lat),
+        **writer,
         **merged["counts"],
     }
 
@@ -392,6 +424,8 @@ def main() -> None:
                 f"{f['streamers']} streamers: RSS {f['rss'] / 2**20:.0f} MiB, "
                 f"server CPU {f['cpu']:.0%} ({f['cpu_ms_per_update']:.2f} ms/update), "
                 f"ack p50 {f['p50_ms']:.1f} ms p99 {f['p99_ms']:.1f} ms ({f['samples']} acks), "
+                f"writer: {f['batch_rows']:.0f} rows/batch, {f['flush_ms']:.0f} ms/flush, "
+                f"queue {f['queue_rows']:.0f} rows at the end; "
                 f"connected {f['connected']}, errors {f['errors']}, failed {f['failed']} "
                 f"{ {k: v for k, v in f.items() if k.startswith('error:')} }; "
                 f"RSS/connection {run['rss_per_conn'] / 1024:.1f} KiB",
