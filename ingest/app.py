@@ -82,6 +82,8 @@ class _Server(socketio.AsyncServer):
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        # Connections to drop once the answer to their current event has been sent.
+        self.expired: set[str] = set()
 
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
@@ -91,6 +93,10 @@ class _Server(socketio.AsyncServer):
         self.idle.clear()
         try:
             await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+            if sid in self.expired:
+                # After the acknowledgement above, so the client hears why it is dropped.
+                self.expired.discard(sid)
+                await self.disconnect(sid, namespace=namespace)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
@@ -242,6 +248,13 @@ class IngestApp:
 
         manager.get_participants = get_participants
 
+    def _expire(self, sid: str) -> None:
+        """Disconnect the client after answering its current event (see _Server)."""
+        server = self.sio
+        assert isinstance(server, _Server)
+        server.expired.add(sid)
+        logger.info("token expired", extra={"action": "token_expired", "sid": sid})
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -296,6 +309,10 @@ class IngestApp:
                 connection = self.connections.get(sid)
                 if connection is None:
                     raise Unauthorized("the connection is not authenticated")
+                if connection.principal.expired():
+                    # A token is checked at connect; an open socket must not outlive it.
+                    self._expire(sid)
+                    raise Unauthorized("the token has expired: reconnect with a fresh one")
                 if not connection.bucket.allow():
                     raise RateLimited(
                         f"more than {self.settings.rate_limit:g} events/s on this connection"

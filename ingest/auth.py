@@ -48,6 +48,10 @@ class Principal:
     def is_monitor(self) -> bool:
         return self.role in MONITORS
 
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the token's `exp` has passed (checked per event, not only at connect)."""
+        return (time.time() if now is None else now) >= self.expires_at
+
     def sees(self, stream_id: str) -> bool:
         """Whether the token's stream scope includes this stream."""
         return self.streams is None or stream_id in self.streams

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streamstats.errors import SettingsError
 
 PREFIX = "STREAMSTATS_"
+# HS256 wants a key at least as long as its 256-bit hash (RFC 7518 section 3.2).
+MIN_JWT_SECRET_BYTES = 32
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -130,7 +132,14 @@ class Settings(BaseSettings):
                 f"{PREFIX}JWT_SECRET is not set: the server needs it to verify tokens "
                 f"(e.g. export {PREFIX}JWT_SECRET=$(openssl rand -hex 32))"
             )
-        return self.jwt_secret.get_secret_value()
+        secret = self.jwt_secret.get_secret_value()
+        if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            # HS256 with a short secret can be brute-forced offline from any one token.
+            raise SettingsError(
+                f"{PREFIX}JWT_SECRET is {len(secret.encode())} bytes; at least "
+                f"{MIN_JWT_SECRET_BYTES} are required (e.g. $(openssl rand -hex 32))"
+            )
+        return secret
 
 
 def _variable(field: str) -> str:

@@ -154,3 +154,24 @@ async def test_minted_tokens_are_accepted_for_every_role(server):
             token = mint_token(JWT_SECRET, role=role, streams=[STREAM], sub=role)
             client = await clients.connect(role, token=token)
             assert client.sio.connected
+
+
+async def test_an_expired_token_stops_writing_and_is_disconnected(server, conn):
+    async with Clients(server) as clients:
+        token = mint_token(JWT_SECRET, role="streamer", streams=[STREAM], ttl=2)
+        expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+        streamer = await clients.connect("streamer", token=token)
+        before = await streamer.call("stream:stats:update", seed_update(STREAM))
+        await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.2)
+        after = await streamer.call("stream:stats:update", seed_update(STREAM, fps=1))
+        for _ in range(50):  # the server drops the connection right after answering
+            if not streamer.sio.connected:
+                break
+            await asyncio.sleep(0.1)
+        connected = streamer.sio.connected
+        count = await conn.fetchval("SELECT count(*) FROM stream_stats")
+    assert before["ok"] is True
+    assert after["ok"] is False and after["error"]["code"] == "unauthorized"
+    assert "expired" in after["error"]["message"]
+    assert connected is False
+    assert count == 1

@@ -67,16 +67,33 @@ def test_a_malformed_value_is_one_line_naming_the_variable(monkeypatch, variable
 
 
 def test_a_dotenv_file_is_read_and_the_environment_wins(monkeypatch, tmp_path):
-    (tmp_path / ".env").write_text("STREAMSTATS_JWT_SECRET=from-file\nSTREAMSTATS_PORT=9000\n")
+    secret = "from-file-" + "f" * 32
+    (tmp_path / ".env").write_text(f"STREAMSTATS_JWT_SECRET={secret}\nSTREAMSTATS_PORT=9000\n")
     monkeypatch.setenv("STREAMSTATS_PORT", "9100")
     s = load_settings()
-    assert s.require_jwt_secret() == "from-file"
+    assert s.require_jwt_secret() == secret
     assert s.port == 9100
 
 
 def test_a_missing_jwt_secret_is_reported_when_it_is_needed():
     with pytest.raises(SettingsError, match="STREAMSTATS_JWT_SECRET"):
         load_settings().require_jwt_secret()
+
+
+@pytest.mark.parametrize("secret", ["short", "x" * 31, "é" * 15])
+def test_a_jwt_secret_under_32_bytes_is_refused_in_one_line(monkeypatch, secret):
+    monkeypatch.setenv("STREAMSTATS_JWT_SECRET", secret)
+    with pytest.raises(SettingsError) as caught:
+        load_settings().require_jwt_secret()
+    message = str(caught.value)
+    assert "STREAMSTATS_JWT_SECRET" in message and "32" in message
+    assert "\n" not in message
+    assert secret not in message  # the secret itself is never printed
+
+
+def test_a_jwt_secret_of_32_bytes_is_accepted(monkeypatch):
+    monkeypatch.setenv("STREAMSTATS_JWT_SECRET", "é" * 16)  # 16 characters, 32 bytes
+    assert load_settings().require_jwt_secret() == "é" * 16
 
 
 def test_cli_prints_a_settings_error_without_a_traceback(monkeypatch, capsys):
