@@ -12,13 +12,14 @@ Rooms (other modules emit to them):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 ALL_MONITORS = "monitors:all"
 # Reads for `stream:stats:get` give up after this long and answer `unavailable`.
 READ_TIMEOUT = 5.0
+# Viewer presence calls (Redis with REDIS_URL) give up after this long: during a partition a
+# join or get answers `unavailable` instead of hanging with its handler.
+PRESENCE_TIMEOUT = 3.0
 # Engine.IO drops a connection whose message exceeds this; anything between the 16 KiB event
 # limit and this is answered with `too_large` instead.
 MAX_MESSAGE_BYTES = 1_000_000
@@ -51,6 +55,7 @@ MAX_MESSAGE_BYTES = 1_000_000
 AfterCommit = Callable[[StatsRow, bool], Awaitable[None]]
 # What a handler returns: the acknowledgement, or None when it answered with an event.
 Answer = dict[str, Any] | None
+T = TypeVar("T")
 
 
 def streamer_room(stream_id: str) -> str:
@@ -368,10 +373,9 @@ class IngestApp:
         if connection is not None:
             for stream_id in connection.excluded:
                 self._unexclude(stream_id, sid)
-        try:
-            await self.presence.leave_all(sid)
-        except Exception:
-            logger.exception("presence leave failed", extra={"action": "presence_error"})
+        # Logged by _presence; during a partition the sid may stay in Redis' set until it expires.
+        with contextlib.suppress(Unavailable):
+            await self._presence(self.presence.leave_all(sid))
 
     async def _on_update(self, sid: str, connection: Connection, data: Any) -> Answer:
         received = time.perf_counter()
@@ -423,11 +427,9 @@ class IngestApp:
             raise Forbidden(f"a {principal.role} may not send stream:stats:get")
         stream_id = stream_ref(data)
         record = await self._latest(stream_id)
-        try:
-            viewers = await self.presence.count(stream_id)
-        except Exception as exc:
-            logger.warning("presence count failed: %s", exc, extra={"action": "presence_error"})
-            raise Unavailable("viewer presence is unreachable, retry later") from exc
+        # Without presence the whole answer is `unavailable`: a count of this node's viewers
+        # only would be silently wrong with several nodes, and PROTOCOL.md promises a number.
+        viewers = await self._presence(self.presence.count(stream_id))
         stats = None
         if record is not None:
             stats = {**stats_payload(record), "lastUpdated": isoformat(record["time"])}
@@ -438,6 +440,15 @@ class IngestApp:
             "viewerCount": viewers,
         }
         return await self._answer(sid, "stream:stats:current", result)
+
+    async def _presence(self, call: Awaitable[T]) -> T:
+        """A presence call bounded by PRESENCE_TIMEOUT; any failure becomes Unavailable."""
+        try:
+            async with asyncio.timeout(PRESENCE_TIMEOUT):
+                return await call
+        except Exception as exc:  # TimeoutError, Redis and socket errors
+            logger.warning("presence failed: %r", exc, extra={"action": "presence_error"})
+            raise Unavailable("viewer presence is unreachable, retry later") from exc
 
     async def _latest(self, stream_id: str) -> asyncpg.Record | None:
         if self.pool is None:
@@ -485,17 +496,19 @@ class IngestApp:
 
     async def _on_join(self, sid: str, connection: Connection, data: Any) -> Answer:
         stream_id = self._watched(connection, "stream:join", data)
-        await self.presence.join(stream_id, sid)
+        # On failure the node still records the join (disconnect forgets it) and its
+        # heartbeat restores the set in Redis; the viewer is told `unavailable` and may retry.
+        await self._presence(self.presence.join(stream_id, sid))
         if sid not in self.connections:
             # Disconnected while joining: disconnect's leave_all may have run before the join.
-            await self.presence.leave(stream_id, sid)
+            await self._presence(self.presence.leave(stream_id, sid))
         else:
             await self.sio.enter_room(sid, viewer_room(stream_id))
         return {"ok": True, "streamId": stream_id}
 
     async def _on_leave(self, sid: str, connection: Connection, data: Any) -> Answer:
         stream_id = self._watched(connection, "stream:leave", data)
-        await self.presence.leave(stream_id, sid)
+        await self._presence(self.presence.leave(stream_id, sid))
         await self.sio.leave_room(sid, viewer_room(stream_id))
         return {"ok": True, "streamId": stream_id}
 
@@ -530,13 +543,21 @@ def create_app(
 ) -> IngestApp:
     """The ingest app for these settings: with `REDIS_URL`, presence and broadcasts span nodes."""
     if settings.redis_url:
-        from ingest.presence_redis import RedisPresence
+        from ingest.presence_redis import REDIS_TIMEOUT, RedisPresence
 
         if presence is None:
             ttl = settings.presence_ttl.total_seconds()
             presence = RedisPresence.from_url(settings.redis_url, ttl=ttl)
         if client_manager is None:
-            client_manager = socketio.AsyncRedisManager(settings.redis_url)
+            # Bounded like presence: a partition fails a publish instead of hanging it. The
+            # manager's blocking pub/sub read is not subject to socket_timeout.
+            client_manager = socketio.AsyncRedisManager(
+                settings.redis_url,
+                redis_options={
+                    "socket_timeout": REDIS_TIMEOUT,
+                    "socket_connect_timeout": REDIS_TIMEOUT,
+                },
+            )
     app = IngestApp(settings, presence=presence, client_manager=client_manager)
     ingest.alerts.install(app)
     return app

@@ -20,6 +20,9 @@ import redis.asyncio as redis
 logger = logging.getLogger(__name__)
 
 PREFIX = "streamstats:presence:"
+# Seconds a Redis command or connect may take: during a partition calls fail instead of hanging
+# (the ingest app's Redis manager uses the same bound).
+REDIS_TIMEOUT = 2.0
 
 # Sum SCARD over the stream's set of every node heard from within the TTL (ARGV[1], seconds).
 # Redis' TIME keeps the nodes' own clocks out of it.
@@ -73,7 +76,12 @@ class RedisPresence:
     @classmethod
     def from_url(cls, url: str, *, ttl: float = 15.0, **kwargs: object) -> RedisPresence:
         """A presence on its own Redis connection pool (closed by `close`)."""
-        client = redis.Redis.from_url(url, decode_responses=True)
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+        )
         return cls(client, ttl=ttl, **kwargs)  # type: ignore[arg-type]
 
     def _key(self, stream_id: str, node_id: str | None = None) -> str:
