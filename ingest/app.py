@@ -16,7 +16,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,16 +24,25 @@ from uuid import UUID
 
 import asyncpg
 import socketio
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 import ingest.alerts
 from ingest import metrics
-from ingest.auth import Action, Principal, canonical_stream_id, decode_token
+from ingest.auth import Action, Principal, decode_token, parse_stream_id
 from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
 from ingest.http import HttpApp
 from ingest.presence import MemoryPresence, Presence
 from ingest.ratelimit import TokenBucket
 from ingest.rows import StatsRow
-from ingest.schema import WireJson, check_size, isoformat, parse_update, stats_payload, stream_ref
+from ingest.schema import (
+    ValidUpdate,
+    WireJson,
+    check_size,
+    isoformat,
+    parse_update,
+    stats_payload,
+    stream_ref,
+)
 from ingest.writer import BatchWriter
 from streamstats.db import CONNECTION_ERRORS, create_pool
 from streamstats.errors import DatabaseUnavailable
@@ -55,6 +64,8 @@ MAX_MESSAGE_BYTES = 1_000_000
 AfterCommit = Callable[[StatsRow, bool], Awaitable[None]]
 # What a handler returns: the acknowledgement, or None when it answered with an event.
 Answer = dict[str, Any] | None
+# A handler: (sid, connection, payload, the payload's streamId parsed or None) -> answer.
+Handler = Callable[[str, "Connection", Any, UUID | None], Awaitable[Answer]]
 T = TypeVar("T")
 
 
@@ -72,6 +83,10 @@ def viewer_room(stream_id: str) -> str:
 
 # Whether the event being handled came with an acknowledgement callback (set per handler task).
 _ack_requested: contextvars.ContextVar[bool] = contextvars.ContextVar("ack", default=False)
+# Work a handler leaves for after its answer is sent, in the same task (set per handler task).
+_after_answer: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = (
+    contextvars.ContextVar("after_answer", default=None)
+)
 
 
 class _Server(socketio.AsyncServer):
@@ -79,7 +94,9 @@ class _Server(socketio.AsyncServer):
 
     python-socketio sends a handler's return value as the acknowledgement but does not say
     whether one was asked for; PROTOCOL.md answers with an event when it was not. It also
-    counts handlers in flight, so a drain can wait until every answer is sent.
+    counts handlers in flight, so a drain can wait until every answer is sent, and runs what a
+    handler left in `_after_answer` once the answer is out (a broadcast), without a task of
+    its own.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -94,10 +111,17 @@ class _Server(socketio.AsyncServer):
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
     ) -> None:
         _ack_requested.set(id is not None)
+        _after_answer.set(None)
         self.in_flight += 1
         self.idle.clear()
         try:
             await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+            after = _after_answer.get()
+            if after is not None:
+                try:
+                    await after()
+                except Exception:
+                    logger.exception("after-answer work failed", extra={"action": "hook_error"})
             if sid in self.expired:
                 # After the acknowledgement above, so the client hears why it is dropped.
                 self.expired.discard(sid)
@@ -301,14 +325,14 @@ class IngestApp:
         ):
             self.sio.on(event, self._guarded(event, handler))
 
-    def _guarded(
-        self, event: str, handler: Callable[[str, Connection, Any], Awaitable[Answer]]
-    ) -> Callable[..., Awaitable[Answer]]:
+    def _guarded(self, event: str, handler: Handler) -> Callable[..., Awaitable[Answer]]:
         """Wrap a handler with the checks every event gets and the answer/error plumbing."""
 
         async def run(sid: str, *args: Any) -> Answer:
             data = args[0] if len(args) == 1 else None
-            hint = canonical_stream_id(data.get("streamId")) if isinstance(data, dict) else None
+            # Parsed once per event: the update handler stores this UUID as it is.
+            stream = parse_stream_id(data.get("streamId")) if isinstance(data, dict) else None
+            hint = None if stream is None else str(stream)
             try:
                 check_size(data)
                 connection = self.connections.get(sid)
@@ -327,7 +351,7 @@ class IngestApp:
                     raise Forbidden(
                         f"a {connection.principal.role} token may not use {event} on stream {hint}"
                     )
-                return await handler(sid, connection, data)
+                return await handler(sid, connection, data, stream)
             except ClientError as error:
                 if event == "stream:stats:update":
                     metrics.event("rejected", error.code)
@@ -377,15 +401,25 @@ class IngestApp:
         with contextlib.suppress(Unavailable):
             await self._presence(self.presence.leave_all(sid))
 
-    async def _on_update(self, sid: str, connection: Connection, data: Any) -> Answer:
+    async def _on_update(
+        self, sid: str, connection: Connection, data: Any, stream: UUID | None
+    ) -> Answer:
         received = time.perf_counter()
         principal = connection.principal
         if not principal.can("update"):
             raise Forbidden(f"a {principal.role} may not send stream:stats:update")
         if self.draining or self.writer is None:
             raise Unavailable("the server is shutting down: nothing was stored, retry later")
-        update = parse_update(data, now=datetime.now(UTC), retention=self.settings.raw_retention)
+        update = parse_update(
+            data, now=datetime.now(UTC), retention=self.settings.raw_retention, stream=stream
+        )
         duplicate = await self.writer.submit(update.row)
+        # Before any await: handlers resume in commit order, so the alert hooks see the samples
+        # of a stream in that order.
+        self._run_after_commit(update.row, duplicate)
+        if not duplicate and self._may_be_monitored(update.stream_id):
+            # Sent once the acknowledgement is out, in this handler's task (see _Server).
+            _after_answer.set(lambda: self._broadcast(update))
         result = {
             "streamId": update.stream_id,
             "timestamp": update.timestamp,
@@ -395,33 +429,56 @@ class IngestApp:
         answer = await self._answer(sid, "stream:stats:received", result)
         metrics.event("duplicate" if duplicate else "stored")
         metrics.acknowledged(time.perf_counter() - received)
-        broadcast = None
-        if not duplicate:
-            broadcast = {
-                "streamId": update.stream_id,
-                "stats": update.stats,
-                "timestamp": update.timestamp,
-                "quality": update.row.quality,
-            }
-        # After the acknowledgement: python-socketio sends a returned answer as soon as this
-        # handler returns, before the task below first runs.
-        self._spawn(self._after_commit(update.row, duplicate, broadcast))
         return answer
 
-    async def _after_commit(
-        self, row: StatsRow, duplicate: bool, broadcast: dict[str, Any] | None
-    ) -> None:
-        if broadcast is not None:
-            await self.emit_to_stream(
-                "stream:stats:update", broadcast, broadcast["streamId"], streamers=False
-            )
-        for hook in list(self.after_commit):
+    def _may_be_monitored(self, stream_id: str) -> bool:
+        """Whether a monitor could receive the stream's broadcast (with Redis: always)."""
+        manager = self.sio.manager
+        if isinstance(manager, AsyncPubSubManager):
+            return True  # monitors on other nodes are not known here
+        rooms = manager.rooms.get("/", {})
+        return bool(rooms.get(monitor_room(stream_id)) or rooms.get(ALL_MONITORS))
+
+    async def _broadcast(self, update: ValidUpdate) -> None:
+        broadcast = {
+            "streamId": update.stream_id,
+            "stats": update.stats,
+            "timestamp": update.timestamp,
+            "quality": update.row.quality,
+        }
+        await self.emit_to_stream(
+            "stream:stats:update", broadcast, update.stream_id, streamers=False
+        )
+
+    def _run_after_commit(self, row: StatsRow, duplicate: bool) -> None:
+        """Run the after-commit hooks up to their first suspension; only the rest gets a task.
+
+        A hook that does not suspend (the usual case: the alert tracker sees no transition)
+        costs no task at all.
+        """
+        for hook in self.after_commit:
+            coro = hook(row, duplicate)
+            if not isinstance(coro, Coroutine):
+                self._spawn(coro)
+                continue
             try:
-                await hook(row, duplicate)
+                pending = coro.send(None)
+            except StopIteration:
+                continue
             except Exception:
                 logger.exception("after-commit hook failed", extra={"action": "hook_error"})
+                continue
+            self._spawn(self._finish_hook(coro, pending))
 
-    async def _on_get(self, sid: str, connection: Connection, data: Any) -> Answer:
+    async def _finish_hook(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
+        try:
+            await _Resumed(coro, pending)
+        except Exception:
+            logger.exception("after-commit hook failed", extra={"action": "hook_error"})
+
+    async def _on_get(
+        self, sid: str, connection: Connection, data: Any, _stream: UUID | None
+    ) -> Answer:
         principal = connection.principal
         if not principal.can("get"):
             raise Forbidden(f"a {principal.role} may not send stream:stats:get")
@@ -464,7 +521,9 @@ class IngestApp:
             logger.warning("latest read failed: %s", exc, extra={"action": "read_unavailable"})
             raise Unavailable("the database is unreachable, retry later") from exc
 
-    async def _on_subscribe(self, sid: str, connection: Connection, data: Any) -> Answer:
+    async def _on_subscribe(
+        self, sid: str, connection: Connection, data: Any, _stream: UUID | None
+    ) -> Answer:
         stream_id = self._monitored(connection, "stream:stats:subscribe", data)
         if connection.principal.streams is None:
             connection.excluded.discard(stream_id)
@@ -473,7 +532,9 @@ class IngestApp:
             await self.sio.enter_room(sid, monitor_room(stream_id))
         return {"ok": True, "streamId": stream_id, "subscribed": True}
 
-    async def _on_unsubscribe(self, sid: str, connection: Connection, data: Any) -> Answer:
+    async def _on_unsubscribe(
+        self, sid: str, connection: Connection, data: Any, _stream: UUID | None
+    ) -> Answer:
         stream_id = self._monitored(connection, "stream:stats:unsubscribe", data)
         if connection.principal.streams is None:
             connection.excluded.add(stream_id)
@@ -494,7 +555,9 @@ class IngestApp:
             if not sids:
                 del self._excluded[stream_id]
 
-    async def _on_join(self, sid: str, connection: Connection, data: Any) -> Answer:
+    async def _on_join(
+        self, sid: str, connection: Connection, data: Any, _stream: UUID | None
+    ) -> Answer:
         stream_id = self._watched(connection, "stream:join", data)
         # On failure the node still records the join (disconnect forgets it) and its
         # heartbeat restores the set in Redis; the viewer is told `unavailable` and may retry.
@@ -506,7 +569,9 @@ class IngestApp:
             await self.sio.enter_room(sid, viewer_room(stream_id))
         return {"ok": True, "streamId": stream_id}
 
-    async def _on_leave(self, sid: str, connection: Connection, data: Any) -> Answer:
+    async def _on_leave(
+        self, sid: str, connection: Connection, data: Any, _stream: UUID | None
+    ) -> Answer:
         stream_id = self._watched(connection, "stream:leave", data)
         await self._presence(self.presence.leave(stream_id, sid))
         await self.sio.leave_room(sid, viewer_room(stream_id))
@@ -516,6 +581,37 @@ class IngestApp:
         if not connection.principal.can("watch"):
             raise Forbidden(f"a {connection.principal.role} may not send {event}")
         return stream_ref(data)
+
+
+class _Resumed:
+    """Awaits the rest of a coroutine that was started by hand and is suspended on `pending`.
+
+    Does what `await` does, from the second step on: hands what the coroutine yields to the
+    task and what the task sends or throws back to the coroutine.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, None], pending: Any):
+        self._coro = coro
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, pending = self._coro, self._pending
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration:
+                    return
 
 
 # The permission each event needs on the stream it names.

@@ -65,14 +65,20 @@ class Principal:
         return self.role in _ALLOWED[action] and self.sees(stream_id)
 
 
-def canonical_stream_id(value: Any) -> str | None:
-    """The canonical form of a stream UUID string, or None if it is not one."""
+def parse_stream_id(value: Any) -> uuid.UUID | None:
+    """The UUID of a stream id string, or None if it is not one."""
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        return str(uuid.UUID(value))
+        return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def canonical_stream_id(value: Any) -> str | None:
+    """The canonical form of a stream UUID string, or None if it is not one."""
+    stream = parse_stream_id(value)
+    return None if stream is None else str(stream)
 
 
 def decode_token(token: Any, secret: str) -> Principal:

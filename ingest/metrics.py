@@ -71,9 +71,16 @@ JOB_DURATION = Gauge(
 )
 
 
+# The labelled children of EVENTS: `labels()` costs a lock and a dict build per call.
+_EVENT_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
 def event(outcome: str, code: str = "") -> None:
     """Count one update: outcome `stored`, `duplicate` or `rejected` (with its error code)."""
-    EVENTS.labels(outcome, code).inc()
+    counter = _EVENT_COUNTERS.get((outcome, code))
+    if counter is None:
+        counter = _EVENT_COUNTERS[outcome, code] = EVENTS.labels(outcome, code)
+    counter.inc()
 
 
 def flushed(rows: int, seconds: float) -> None:

@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from analytics.quality import quality
-from ingest.auth import canonical_stream_id
+from ingest.auth import parse_stream_id
 from ingest.errors import Invalid, TooLarge
 from ingest.rows import StatsRow
 
@@ -44,6 +44,11 @@ class Bandwidth(BaseModel):
     model_config = _STRICT
     upload: BandwidthKbps | None = None
     download: BandwidthKbps | None = None
+
+
+# The absent nested objects (the models are frozen, so one instance serves every event).
+NO_RESOLUTION = Resolution()
+NO_BANDWIDTH = Bandwidth()
 
 
 class Stats(BaseModel):
@@ -98,6 +103,8 @@ class WireJson:
 
     def __init__(self, max_event_bytes: int):
         self.max_event_bytes = max_event_bytes
+        # UTF-8 takes at most 4 bytes a character: a text this short cannot be over the limit.
+        self._short_chars = max_event_bytes // 4
         self._decoder = json.JSONDecoder()
 
     @staticmethod
@@ -105,7 +112,12 @@ class WireJson:
         return json.dumps(obj, **kwargs)
 
     def loads(self, text: str | bytes, **kwargs: Any) -> Any:
-        size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+        if isinstance(text, bytes):
+            size = len(text)
+        elif len(text) <= self._short_chars:
+            size = 0  # not encoded just to be measured (every ordinary event)
+        else:
+            size = len(text.encode("utf-8", "surrogatepass"))
         # Only arrays are client events; objects are e.g. the Redis manager's own messages.
         if size > self.max_event_bytes and self._is_array(text):
             name = self._event_name(text)
@@ -149,11 +161,13 @@ class ValidUpdate:
 
     row: StatsRow
     stream_id: str
-    stats: dict[str, Any]
+    # The row's time as answered and broadcast (isoformat), computed once.
+    timestamp: str
 
     @property
-    def timestamp(self) -> str:
-        return isoformat(self.row.time)
+    def stats(self) -> dict[str, Any]:
+        """The seed's `stats` object for the broadcast, built only when one is sent."""
+        return stats_payload(self.row)
 
 
 def isoformat(moment: datetime) -> str:
@@ -199,10 +213,14 @@ def stream_ref(data: Any) -> str:
 
 
 def _stream_id(value: str) -> str:
-    stream_id = canonical_stream_id(value)
-    if stream_id is None:
+    return str(_stream_uuid(value))
+
+
+def _stream_uuid(value: str) -> UUID:
+    stream = parse_stream_id(value)
+    if stream is None:
         raise Invalid("streamId: must be a UUID string", field="streamId")
-    return stream_id
+    return stream
 
 
 def _timestamp(value: str | None, now: datetime, retention: timedelta) -> datetime:
@@ -225,8 +243,13 @@ def _timestamp(value: str | None, now: datetime, retention: timedelta) -> dateti
     return moment.astimezone(UTC)
 
 
-def parse_update(data: Any, *, now: datetime, retention: timedelta) -> ValidUpdate:
-    """Validate a `stream:stats:update` payload into the row to store, or raise Invalid/TooLarge."""
+def parse_update(
+    data: Any, *, now: datetime, retention: timedelta, stream: UUID | None = None
+) -> ValidUpdate:
+    """Validate a `stream:stats:update` payload into the row to store, or raise Invalid/TooLarge.
+
+    `stream`: `data["streamId"]` already parsed by the caller (it is not parsed again).
+    """
     check_size(data)
     if not isinstance(data, dict):
         raise Invalid("the payload must be an object: { streamId, stats, timestamp }")
@@ -234,10 +257,11 @@ def parse_update(data: Any, *, now: datetime, retention: timedelta) -> ValidUpda
         update = Update.model_validate(data)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    stream_id = _stream_id(update.streamId)
+    if stream is None:
+        stream = _stream_uuid(update.streamId)
     stats = update.stats
-    resolution = stats.resolution or Resolution()
-    bandwidth = stats.bandwidth or Bandwidth()
+    resolution = stats.resolution or NO_RESOLUTION
+    bandwidth = stats.bandwidth or NO_BANDWIDTH
     metrics = (
         stats.bitrate,
         stats.fps,
@@ -252,13 +276,9 @@ def parse_update(data: Any, *, now: datetime, retention: timedelta) -> ValidUpda
     if all(value is None for value in metrics):
         raise Invalid("stats: at least one metric is required", field="stats")
     band = quality(stats.packetLoss, stats.latency, stats.fps)
-    row = StatsRow(
-        _timestamp(update.timestamp, now, retention),
-        UUID(stream_id),
-        *metrics,
-        band,
-    )
-    return ValidUpdate(row=row, stream_id=stream_id, stats=stats_payload(row))
+    moment = _timestamp(update.timestamp, now, retention)
+    row = StatsRow(moment, stream, *metrics, band)
+    return ValidUpdate(row=row, stream_id=str(stream), timestamp=isoformat(moment))
 
 
 def stats_payload(row: Any) -> dict[str, Any]:
