@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The whole shutdown must end within 10 s: drain, then uvicorn's own connection close.
-DRAIN_TIMEOUT = 7.0
+# The whole shutdown must end within 10 s: drain, then uvicorn's own connection close. A drain
+# cut short cancels the writer's close(), which then still stops its tasks, returns its
+# connection and answers every waiting update (at most 2 x writer.STOP_WAIT = 1 s more).
+DRAIN_TIMEOUT = 6.0
 GRACEFUL_CLOSE = 2
 
 

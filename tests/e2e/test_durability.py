@@ -221,3 +221,50 @@ async def test_sigterm_under_load_acknowledges_every_accepted_update_before_exit
         # Stored exactly when acknowledged: nothing accepted was left unanswered or unstored.
         assert set(await stored(database_url, stream)) == stream.ok()
         assert len(stream.acks) < 400, "the server kept taking updates after SIGTERM"
+
+
+async def test_sigterm_while_a_commit_hangs_still_exits_within_10s_answering_every_update(
+    start_server: Callable[..., ServerProcess], database_url: str
+):
+    stream = Stream()
+    name = f"test_slow_commit_{uuid.UUID(stream.id).hex}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        # A deferred constraint trigger runs at COMMIT: this one holds this stream's COMMIT
+        # longer than the drain may last (the default write timeout, 10 s, is longer too).
+        await conn.execute(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(12); RETURN NULL; END $$"
+        )
+        await conn.execute(
+            f"CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE ON stream_latest "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            f"WHEN (NEW.stream_id = '{stream.id}') EXECUTE FUNCTION {name}()"
+        )
+        server = await asyncio.to_thread(start_server)
+        load = asyncio.ensure_future(send_once(server.url, stream, 5, 0.01))
+        await asyncio.sleep(1.0)  # the updates' COMMIT is waiting on the trigger
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(server.wait, 15)
+        exit_seconds = time.monotonic() - signalled
+        await load
+        assert code == 0, server.log()
+        assert exit_seconds < 10, server.log()
+        # Cut short in COMMIT: each update is told it may have been stored, none left unanswered.
+        maybe = {
+            i
+            for i in stream.refused("unavailable")
+            if "may have been stored" in stream.acks[i]["error"]["message"]
+        }
+        assert maybe == set(range(5)), stream.acks
+    finally:
+        # Terminating the held COMMIT lets the trigger be dropped at once.
+        await conn.execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND query ILIKE 'commit%'"
+        )
+        await conn.execute(f"DROP TRIGGER {name} ON stream_latest")
+        await conn.execute(f"DROP FUNCTION {name}()")
+        await conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from ingest.errors import Overloaded, Unavailable
+from ingest.errors import Invalid, Overloaded, Unavailable
 from ingest.rows import StatsRow
 from ingest.writer import BatchWriter
 from streamstats.db import create_pool
@@ -259,3 +260,122 @@ async def test_rows_of_a_commit_with_unknown_outcome_fail_saying_they_may_be_sto
     assert all("may have been stored" in str(r) for r in results), results
     # They were: a client resending them is told `duplicate`, nothing is stored twice.
     assert await stored(conn, stream) == [float(i) for i in range(11)]
+
+
+async def test_rows_the_database_refuses_fail_invalid_and_the_rest_of_the_batch_is_stored(
+    make_settings, conn
+):
+    stream = uuid.uuid4()
+    refused_check = row(stream, 3)._replace(quality="excellent")  # violates the quality CHECK
+    refused_range = row(stream, 7)._replace(width=2**31)  # out of int4 range
+    rows = [row(stream, i) for i in range(10)]
+    rows[3], rows[7] = refused_check, refused_range
+    async with running_writer(make_settings(batch_ms=200, write_timeout="3s")) as writer:
+        results = await asyncio.gather(*(writer.submit(r) for r in rows), return_exceptions=True)
+        assert writer.healthy
+        # The writer goes on storing rows afterwards, on the same kind of attempt.
+        assert await writer.submit(row(stream, 10)) is False
+        assert writer.failures == 0
+    assert isinstance(results[3], Invalid) and isinstance(results[7], Invalid), results
+    assert "nothing was stored" in str(results[3])
+    assert [r for i, r in enumerate(results) if i not in (3, 7)] == [False] * 8
+    assert await stored(conn, stream) == [0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 9.0, 10.0]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "search_path=nowhere",  # the tables are not there: an unmigrated database
+        "default_transaction_read_only=on",  # a standby after a failover
+    ],
+)
+async def test_a_database_that_refuses_writes_is_retried_with_backoff_and_stores_nothing(
+    refusal, make_settings, database_url, conn, caplog
+):
+    stream = uuid.uuid4()
+    caplog.set_level(logging.INFO, logger="ingest.writer")
+    settings = make_settings(database_url=f"{database_url}?{refusal}", write_timeout="1.5s")
+    async with running_writer(settings) as writer:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(writer.submit(row(stream, i)) for i in range(20)), return_exceptions=True
+        )
+        # Kept and retried until shortly before their deadline, not failed at the first error.
+        assert time.monotonic() - started >= 1.0
+        assert all(isinstance(r, Unavailable) for r in results), results
+        assert all("nothing was stored" in str(r) for r in results), results
+        # Backing off 50 ms, 100 ms, ... 1 s: a handful of attempts, not a tight loop.
+        assert 1 <= writer.failures <= 8, writer.failures
+        assert not writer.healthy
+        # Reachable, but still not writable: readiness must not come back by itself.
+        await asyncio.sleep(1.5)
+        assert not writer.healthy
+    records = [r for r in caplog.records if r.name == "ingest.writer"]
+    # One line for the episode, one for the expired rows, one on close; no tracebacks.
+    assert len(records) <= 4, [r.getMessage() for r in records]
+    assert not any(r.exc_info for r in records)
+    assert await stored(conn, stream) == []
+
+
+async def test_writers_inserting_overlapping_rows_in_opposite_orders_do_not_deadlock(
+    make_settings, conn
+):
+    # Two ingest nodes, each sent the same rows (a client resending to another node).
+    settings = make_settings(batch_ms=60_000, batch_rows=3000)
+    async with running_writer(settings) as a, running_writer(settings) as b:
+        for _ in range(3):
+            stream = uuid.uuid4()
+            keys = list(range(3000))
+            results = await asyncio.gather(
+                asyncio.gather(*(a.submit(row(stream, i)) for i in keys)),
+                asyncio.gather(*(b.submit(row(stream, i)) for i in reversed(keys))),
+            )
+            from_a, from_b = results[0], results[1][::-1]
+            # Each row stored by exactly one of them, the other told `duplicate`.
+            assert all(x != y for x, y in zip(from_a, from_b, strict=True))
+            assert await stored(conn, stream) == [float(i) for i in keys]
+        assert a.failures == 0 and b.failures == 0, (a.failures, b.failures)
+
+
+async def test_close_cut_short_during_commit_cleans_up_and_says_rows_may_be_stored(
+    make_settings, database_url, conn
+):
+    stream = uuid.uuid4()
+    name = f"test_slow_commit_{stream.hex}"
+    # A deferred constraint trigger runs at COMMIT: this one holds the COMMIT of this stream.
+    await conn.execute(
+        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$"
+    )
+    await conn.execute(
+        f"CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE ON stream_latest "
+        f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        f"WHEN (NEW.stream_id = '{stream}') EXECUTE FUNCTION {name}()"
+    )
+    try:
+        pool = await create_pool(database_url, min_size=1, max_size=2)
+        writer = BatchWriter(make_settings(write_timeout="5s"), pool)
+        await writer.start()
+        futures = [writer.submit(row(stream, i)) for i in range(5)]
+        await asyncio.sleep(0.5)  # the batch is flushed, its COMMIT waits on the trigger
+        assert not any(f.done() for f in futures)
+        started = time.monotonic()
+        # A drain cut short cancels close().
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(writer.close(), 0.3)
+        assert time.monotonic() - started < 1.5
+        # Every row answered: cancelled in COMMIT, so maybe stored (never retried afterwards).
+        assert all(f.done() for f in futures)
+        errors = [f.exception() for f in futures]
+        assert all(isinstance(e, Unavailable) for e in errors), errors
+        assert all("may have been stored" in str(e) for e in errors), errors
+        # The loop and the expiry task are gone and the connection is back: the pool closes.
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("batch-writer")]
+        await writer.close()  # idempotent
+        await asyncio.wait_for(pool.close(), 2)
+        # The server finished the COMMIT it was given: they were stored, once.
+        await asyncio.sleep(2)
+        assert await stored(conn, stream) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    finally:
+        await conn.execute(f"DROP TRIGGER {name} ON stream_latest")
+        await conn.execute(f"DROP FUNCTION {name}()")
