@@ -122,7 +122,8 @@ async def send_once(url: str, stream: Stream, count: int, interval: float) -> No
             await asyncio.sleep(interval)
         # Answers of a closed connection never come: stop waiting once it is gone.
         waiting = asyncio.ensure_future(asyncio.wait(list(answered.values()), timeout=12))
-        await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [waiting, gone]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
     finally:
         await client.disconnect()
@@ -169,7 +170,7 @@ async def test_a_database_outage_loses_nothing_acknowledged_and_heals_by_itself(
     for stream in resending:
         assert stream.ok() == set(range(200))
         assert await stored(database_url, stream) == list(range(200))
-    assert sum(c.resends for c in clients) > 0
+    assert sum(c.resends for c in clients if isinstance(c, StatsClient)) > 0
 
     # Without resends: acknowledged means stored, "nothing was stored" means absent.
     unavailable = once.refused("unavailable")
