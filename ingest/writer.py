@@ -181,17 +181,19 @@ class BatchWriter:
         for task in tasks:
             task.cancel()
         if tasks:
-            # Bounded: a task that ignores cancellation must not hold the shutdown.
+            # Bounded: a task that ignores cancellation must not hold the shutdown; whatever
+            # it puts back into the queue afterwards is failed when it ends.
             await asyncio.wait(tasks, timeout=STOP_WAIT)
+            for task in tasks:
+                if not task.done():
+                    task.add_done_callback(lambda _: self._fail_queue())
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
                 await self.pool.release(conn, timeout=STOP_WAIT)
             except Exception:
                 conn.terminate()
-        # Only reachable if the loop was cancelled or died: nothing may stay unresolved.
-        while self._queue:
-            self._fail_waiting(self._queue.popleft())
+        self._fail_queue()
         if not self._closed:
             self._closed = True
             logger.info(
@@ -202,6 +204,11 @@ class BatchWriter:
                     "batches": self.batches,
                 },
             )
+
+    def _fail_queue(self) -> None:
+        # Only reachable if the loop was cancelled or died: nothing may stay unresolved.
+        while self._queue:
+            self._fail_waiting(self._queue.popleft())
 
     # -- the loop ------------------------------------------------------------------------
 
