@@ -28,6 +28,19 @@ DROP_TYPE = "bitrate_drop"
 # A runner that was down catches up in steps of this much sample time, one transaction each, so
 # memory stays bounded however long it was away.
 CATCH_UP_STEP = timedelta(hours=1)
+# Samples are keyed by the client's clock and reach the table late: the ~50 ms batch, writer
+# retries for up to `write_timeout`, and clients whose clock runs behind the server's. A sample
+# is judged only once (after the watermark), so a run judges only up to `now - settle`: anything
+# stamped earlier has had time to be committed. Driving the watermark by `received_at` instead
+# would need per-stream progress (sample time is what the medians run on) and an index on
+# received_at that every insert pays for; a fixed settle costs the same delay on every alert.
+# A client clock more than CLOCK_SKEW behind still loses its samples to history only.
+CLOCK_SKEW = timedelta(seconds=20)
+
+
+def settle(settings: Settings) -> timedelta:
+    """How far behind `now` a run judges samples: the write path's delay plus clock skew."""
+    return settings.write_timeout + timedelta(milliseconds=settings.batch_ms) + CLOCK_SKEW
 
 
 def drop_params(settings: Settings) -> DropParams:
@@ -44,21 +57,22 @@ def drop_params(settings: Settings) -> DropParams:
 async def run(ctx: JobContext) -> int:
     """Detect drops in the samples since the previous run; returns episodes started + ended."""
     params = drop_params(ctx.settings)
+    horizon = ctx.now - settle(ctx.settings)
     changed = 0
     while True:
-        found, caught_up = await _scan(ctx, params)
+        found, caught_up = await _scan(ctx, params, horizon)
         changed += found
         if caught_up:
             return changed
 
 
-async def _scan(ctx: JobContext, params: DropParams) -> tuple[int, bool]:
+async def _scan(ctx: JobContext, params: DropParams, horizon: datetime) -> tuple[int, bool]:
     """One transaction over at most CATCH_UP_STEP after the watermark; (changed, caught up)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         since: datetime = await conn.fetchval(
-            queries["drops_watermark"], ctx.now - ctx.settings.drops_first_lookback
+            queries["drops_watermark"], horizon - ctx.settings.drops_first_lookback
         )
-        until = min(ctx.now, since + CATCH_UP_STEP)
+        until = min(horizon, since + CATCH_UP_STEP)
         if since >= until:
             return 0, True
         open_drops = {
@@ -89,7 +103,7 @@ async def _scan(ctx: JobContext, params: DropParams) -> tuple[int, bool]:
         changed,
         extra={"action": "drops_scanned", "samples": len(samples), "changed": changed},
     )
-    return changed, until >= ctx.now
+    return changed, until >= horizon
 
 
 async def _store(conn: asyncpg.Connection, episodes: pd.DataFrame, params: DropParams) -> int:

@@ -176,4 +176,32 @@ async def test_catching_up_over_hours_goes_in_steps_and_keeps_drops_across_them(
     assert T0 + 150 * minutes <= rows[1]["started_at"] <= T0 + 151 * minutes
     assert [a["state"] for a in await listener.settle()] == ["raised", "cleared"] * 2
     watermark = await conn.fetchval("SELECT scanned_to FROM bitrate_drops_watermark")
-    assert watermark == T0 + 3 * 60 * minutes
+    assert watermark == T0 + 3 * 60 * minutes - drops.settle(make_settings())
+
+
+async def test_a_streamer_whose_clock_runs_20_seconds_behind_gets_its_drop(
+    conn, pool, make_settings, listener
+):
+    """Samples arrive stamped 20 s in the past while the job runs every 15 s of real time."""
+    stream = uuid.uuid4()
+    lag = timedelta(seconds=20)
+    real = T0
+    while real <= T0 + timedelta(minutes=15):
+        stamped = real - lag
+        bitrate = (
+            500.0 if T0 + timedelta(minutes=8) <= stamped < T0 + timedelta(minutes=10) else 2500.0
+        )
+        await conn.execute(
+            "INSERT INTO stream_stats (time, stream_id, bitrate_kbps) VALUES ($1, $2, $3)",
+            stamped,
+            stream,
+            bitrate,
+        )
+        if (real - T0) % timedelta(seconds=15) == timedelta(0):
+            await run_at(make_settings, pool, real)
+        real += STEP
+    rows = await conn.fetch("SELECT started_at, ended_at FROM bitrate_drops")
+    assert len(rows) == 1
+    assert T0 + timedelta(minutes=8) <= rows[0]["started_at"] <= T0 + timedelta(minutes=9)
+    assert rows[0]["ended_at"] is not None
+    assert [a["state"] for a in await listener.settle()] == ["raised", "cleared"]
