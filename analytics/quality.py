@@ -1,4 +1,4 @@
-"""The quality band of one sample (PROTOCOL.md, "Quality band"), from three of its metrics."""
+"""The quality band of one sample (docs/protocol.md, "Quality band"), from three of its metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 Quality = Literal["good", "fair", "poor"]
 
-# Thresholds from the seed's "Quality Indicators"; the bands between them are `fair`.
+# Thresholds from the client guide's "Quality Indicators"; the bands between them are `fair`.
 GOOD_MAX_PACKET_LOSS = 1.0
 GOOD_MAX_LATENCY = 100.0
 GOOD_MIN_FPS = 25.0

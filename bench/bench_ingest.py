@@ -65,7 +65,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def update_event(stream_id: str, stamp: datetime, seq: int) -> dict[str, Any]:
-    """The seed's update, every metric present; unique timestamp per (stream, seq)."""
+    """The client guide's update, every metric present; unique timestamp per (stream, seq)."""
     return {
         "streamId": stream_id,
         "stats": {

@@ -1,4 +1,4 @@
-"""Who a connection is: JWTs (HS256) checked at connect, and what each role may do (PROTOCOL.md)."""
+"""Who a connection is: JWTs (HS256) checked at connect, and what each role may do (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ MONITORS = frozenset({"moderator", "analyst", "admin"})
 SCOPED = frozenset({"streamer", "viewer"})
 ALGORITHM = "HS256"
 
-# The table "What each role may do" of PROTOCOL.md; a role may act only within its streams.
+# The table "What each role may do" of docs/protocol.md; a role may act only within its streams.
 _ALLOWED: dict[Action, frozenset[str]] = {
     "update": frozenset({"streamer", "admin"}),
     "get": frozenset({"streamer", "moderator", "analyst", "admin"}),

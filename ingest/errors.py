@@ -1,4 +1,4 @@
-"""Errors a client is told about, each with its PROTOCOL.md code."""
+"""Errors a client is told about, each with its docs/protocol.md code."""
 
 from __future__ import annotations
 

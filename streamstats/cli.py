@@ -153,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=5,
         metavar="SECONDS",
-        help="seconds between a streamer's updates (5, as in the seed)",
+        help="seconds between a streamer's updates (5, as in the client guide)",
     )
     p.set_defaults(func=cmd_simulate)
 

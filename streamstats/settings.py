@@ -34,7 +34,7 @@ Duration = Annotated[timedelta, Field(gt=timedelta(0))]
 
 
 class Settings(BaseSettings):
-    """Configuration from the environment (DESIGN.md, "Configuration")."""
+    """Configuration from the environment (README, "Configuration")."""
 
     model_config = SettingsConfigDict(
         env_prefix=PREFIX,

@@ -32,7 +32,7 @@ def now_iso(offset_s: float = 0) -> str:
 
 
 def seed_update(stream_id: str = SEED_STREAM, timestamp: str | None = None, **stats: Any):
-    """The seed's example event for `stream_id`, at `timestamp` (now by default)."""
+    """The client guide's example event for `stream_id`, at `timestamp` (now by default)."""
     body = {
         "bitrate": 2500,
         "fps": 30,

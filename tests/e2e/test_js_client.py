@@ -1,4 +1,4 @@
-"""The official JavaScript socket.io-client (v4, under Node) runs the seed's examples unchanged.
+"""The official JavaScript socket.io-client (v4, under Node) runs the client guide's examples unchanged.
 
 The scripts live in tests/js (`npm ci` there, done by scripts/setup.sh); each prints its
 observations as `@@{json}` lines, which these tests read.
@@ -105,7 +105,7 @@ VDO_SAMPLE = {
 
 
 async def test_seed_examples_run_unchanged_with_the_official_client(node, start_server, conn):
-    # The seed's first example carries a fixed 2025 timestamp: keep raw data long enough for it.
+    # The client guide's first example carries a fixed 2025 timestamp: keep raw data long enough for it.
     server = start_server(env={"STREAMSTATS_RAW_RETENTION": "3650d"})
     async with Clients(server) as clients:
         for _ in range(2):
@@ -114,7 +114,7 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
 
         dashboard = await NodeScript.start(
             node,
-            "seed-dashboard.js",
+            "guide-dashboard.js",
             server,
             TOKEN=token("moderator"),
             STREAM_ID=SEED_STREAM,
@@ -123,7 +123,7 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
         (first,) = await dashboard.until("current")
         streamer = await NodeScript.start(
             node,
-            "seed-streamer.js",
+            "guide-streamer.js",
             server,
             TOKEN=token("streamer", [SEED_STREAM]),
             STREAM_ID=SEED_STREAM,
@@ -139,7 +139,7 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
     assert {r["timestamp"] for r in received} >= {"2025-01-21T10:30:00.000Z"}
     assert all(r["streamId"] == SEED_STREAM and r["duplicate"] is False for r in received)
     assert [r["quality"] for r in received] == ["good", "good"]
-    # The seed's own listener logged each acknowledgement too.
+    # The client guide's own listener logged each acknowledgement too.
     assert sum("Stats acknowledged:" in line for line in streamer.output) == 2
 
     updates = dashboard.of("update")
@@ -163,7 +163,7 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
         "quality": "good",
         "viewerCount": 2,
     }
-    # What the seed's dashboard component shows from it.
+    # What the client guide's dashboard component shows from it.
     assert dashboard.of("render")[-1] == [
         "Bitrate: 3200 kbps",
         "FPS: 29.97",

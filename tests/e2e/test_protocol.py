@@ -1,4 +1,4 @@
-"""The seed's flows against a real server: updates, acknowledgements, broadcasts, get, viewers."""
+"""The client guide's flows against a real server: updates, acknowledgements, broadcasts, get, viewers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Who may connect and what each role may do, against a real server (PROTOCOL.md)."""
+"""Who may connect and what each role may do, against a real server (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-// What the seed's examples take from their surroundings (a socket, React hooks, VDO.ninja),
+// What the client guide's examples take from their surroundings (a socket, React hooks, VDO.ninja),
 // reduced to the minimum so the examples themselves run unchanged under Node.
 'use strict';
 

@@ -1,4 +1,4 @@
-// What PROTOCOL.md adds to the seed, from the official client: acknowledgement callbacks,
+// What docs/protocol.md adds to the client guide, from the official client: acknowledgement callbacks,
 // `error` events, refused connections. Prints one observation per line.
 'use strict';
 

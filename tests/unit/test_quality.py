@@ -6,7 +6,7 @@ from analytics.quality import quality
 @pytest.mark.parametrize(
     ("packet_loss", "latency", "fps", "expected"),
     [
-        # The seed's example sample.
+        # The client guide's example sample.
         (0.5, 45, 30, "good"),
         # Each metric alone at and around its good bound.
         (0.99, None, None, "good"),

@@ -13,7 +13,7 @@ STREAM = "123e4567-e89b-12d3-a456-426614174000"
 
 
 def seed_payload(**overrides):
-    """The seed's example event, with its timestamp moved near NOW."""
+    """The client guide's example event, with its timestamp moved near NOW."""
     payload = {
         "streamId": STREAM,
         "stats": {

@@ -1,10 +1,10 @@
-// The seed's streamer side, unchanged: "Sending Stream Stats" and the StreamerStudio component.
+// The client guide's streamer side, unchanged: "Sending Stream Stats" and the StreamerStudio component.
 'use strict';
 
 const { connect, report, useSocket, useEffect, useVdoNinja, finish } = require('./harness');
 
 const socket = connect();
-const streamKey = 'seed-stream-key';
+const streamKey = 'guide-stream-key';
 const EXPECTED = Number(process.env.EXPECTED_ACKS || 1);
 let acknowledged = 0;
 
@@ -17,7 +17,7 @@ socket.on('error', (data) => report('error', data));
 socket.on('connect', () => {
   report('connected', socket.id);
 
-  // --- from the seed: "Event: stream:stats:update" ---
+  // --- from the client guide: "Event: stream:stats:update" ---
   socket.emit('stream:stats:update', {
     streamId: '123e4567-e89b-12d3-a456-426614174000',
     stats: {
@@ -42,7 +42,7 @@ socket.on('connect', () => {
   StreamerStudio({ streamId: process.env.STREAM_ID });
 });
 
-// --- from the seed: "Frontend Integration Example" (type annotations and JSX removed) ---
+// --- from the client guide: "Frontend Integration Example" (type annotations and JSX removed) ---
 function StreamerStudio({ streamId }) {
   const socket = useSocket();
   const { stats } = useVdoNinja({

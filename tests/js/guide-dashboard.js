@@ -1,4 +1,4 @@
-// The seed's "Analytics Dashboard Integration", unchanged, plus one more get at the end.
+// The client guide's "Analytics Dashboard Integration", unchanged, plus one more get at the end.
 'use strict';
 
 const { connect, report, useSocket, useState, useEffect, finish } = require('./harness');
@@ -8,7 +8,7 @@ const EXPECTED_UPDATES = Number(process.env.EXPECTED_UPDATES || 0);
 let updates = 0;
 let currents = 0;
 
-// Observations of the harness, next to the seed's own listeners.
+// Observations of the harness, next to the client guide's own listeners.
 socket.on('stream:stats:current', (data) => {
   report('current', data);
   currents += 1;
@@ -29,7 +29,7 @@ socket.on('connect', () => {
   report('rendered', StreamAnalytics({ streamId: process.env.STREAM_ID }));
 });
 
-// --- from the seed (type annotations removed; the JSX becomes the same text lines) ---
+// --- from the client guide (type annotations removed; the JSX becomes the same text lines) ---
 function StreamAnalytics({ streamId }) {
   const socket = useSocket();
   const [stats, setStats] = useState(null);
