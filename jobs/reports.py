@@ -41,9 +41,27 @@ DROP_COLUMNS = ["stream_id", "started_at", "ended_at", "baseline_kbps", "observe
 
 
 async def run_daily(ctx: JobContext) -> int:
-    """The scheduled job: yesterday's (UTC) reports for every stream; returns reports written."""
-    day = ctx.now.date() - timedelta(days=1)
-    return await write_day(ctx.settings, ctx.pool, day, workers=os.cpu_count() or 1)
+    """The scheduled job: every complete UTC day not reported yet; returns reports written.
+
+    The scheduler drops a 00:15 run missed by more than its grace, so each run writes every day
+    after the last one in `stream_reports` up to yesterday (on an empty table, only yesterday),
+    never further back than the 1-minute rollups the reports are read from are kept.
+    """
+    written = 0
+    for day in await days_to_report(ctx):
+        written += await write_day(ctx.settings, ctx.pool, day, workers=os.cpu_count() or 1)
+    return written
+
+
+async def days_to_report(ctx: JobContext) -> list[date]:
+    """The complete days the daily job has still to write, oldest first."""
+    yesterday = ctx.now.date() - timedelta(days=1)
+    # The oldest day whose 1-minute rollups are all still kept.
+    oldest = (ctx.now - ctx.settings.rollup_1m_retention).date() + timedelta(days=1)
+    async with ctx.pool.acquire() as conn:
+        last: date | None = await conn.fetchval(queries["report_last_day"], yesterday)
+    first = yesterday if last is None else max(last + timedelta(days=1), min(oldest, yesterday))
+    return [first + timedelta(days=n) for n in range((yesterday - first).days + 1)]
 
 
 async def report_command(settings: Settings, *, day: date, streams: list[str]) -> None:

@@ -28,6 +28,10 @@ FROM bitrate_drops
 WHERE started_at < $2 AND coalesce(ended_at, 'infinity') > $1
 ORDER BY stream_id, started_at
 
+-- report_last_day --
+-- The latest day reported up to $1 (NULL when none): the daily job continues after it.
+SELECT max(day) FROM stream_reports WHERE day <= $1
+
 -- report_delete_day --
 -- Forget a day's reports (all streams when $2 is NULL) before writing them again.
 DELETE FROM stream_reports

@@ -179,6 +179,53 @@ async def test_the_daily_job_reports_the_previous_utc_day(seeded, pool, make_set
     assert (settings.reports_dir / DAY.isoformat() / "index.html").exists()
 
 
+async def test_days_missed_while_the_runner_was_down_are_written_on_its_next_run(
+    seeded, conn, pool, make_settings, tmp_path
+):
+    settings = make_settings(reports_dir=tmp_path / "reports")
+    later = uuid.uuid4()
+    for offset in (1, 2):
+        noon = START + timedelta(days=offset, hours=12)
+        await conn.executemany(
+            "INSERT INTO stream_stats (time, stream_id, bitrate_kbps, fps, quality) "
+            "VALUES ($1, $2, 2000, 30, 'good')",
+            [(noon + timedelta(seconds=10 * i), later) for i in range(30)],
+        )
+    await rollups.run(JobContext(settings, pool, START + timedelta(days=3, minutes=10)))
+
+    def at(days: int, minutes: int = 15) -> JobContext:
+        return JobContext(settings, pool, START + timedelta(days=days, minutes=minutes))
+
+    assert await reports.run_daily(at(1)) == 3
+    # The runner is down over the next 00:15; the one after writes both days it has not (the
+    # seeded streams have one sample each just after DAY, so DAY + 1 has four streams).
+    assert await reports.run_daily(at(3)) == 5
+    written = await conn.fetch("SELECT day, count(*) FROM stream_reports GROUP BY day ORDER BY 1")
+    assert [(r["day"], r["count"]) for r in written] == [
+        (DAY, 3),
+        (DAY + timedelta(days=1), 4),
+        (DAY + timedelta(days=2), 1),
+    ]
+    assert (settings.reports_dir / (DAY + timedelta(days=1)).isoformat() / "index.html").exists()
+    # Already written days are not written again.
+    assert await reports.days_to_report(at(3, 20)) == []
+    assert await reports.run_daily(at(3, 20)) == 0
+
+
+async def test_catching_up_reaches_back_no_further_than_the_minute_rollups_are_kept(
+    seeded, pool, make_settings
+):
+    settings = make_settings(rollup_1m_retention=timedelta(days=5))
+    ctx = JobContext(settings, pool, START + timedelta(days=30, minutes=15))
+    await reports.run_daily(JobContext(settings, pool, START + timedelta(days=1, minutes=15)))
+    assert await reports.days_to_report(ctx) == [DAY + timedelta(days=n) for n in range(26, 30)]
+
+
+async def test_on_an_empty_table_the_daily_job_writes_only_yesterday(seeded, pool, make_settings):
+    ctx = JobContext(make_settings(), pool, START + timedelta(days=9, minutes=15))
+    assert await reports.days_to_report(ctx) == [DAY + timedelta(days=8)]
+
+
 @pytest.mark.slow
 async def test_a_stream_page_renders_in_headless_chromium_with_its_charts(
     seeded, pool, make_settings, tmp_path
