@@ -3,7 +3,8 @@
 The state machine only counts; whether an episode is open is the database's business (the ingest
 side applies `raise`/`clear` idempotently), so a restart or a streamer moving to another ingest
 node never opens a second episode. A transition is proposed once per streak: `raise` when the
-breaching streak reaches `raise_after`, `clear` when the good streak reaches `clear_after`.
+breaching streak reaches `raise_after`, `clear` when the good streak reaches `clear_after`; one
+the database did not take is handed back with `retry` and proposed again by the next sample.
 """
 
 from __future__ import annotations
@@ -105,6 +106,23 @@ class AlertTracker:
                 if streak.good == self.clear_after:
                     transitions.append(Transition("clear", rule, value, streak.good_since))
         return transitions
+
+    def retry(self, stream_id: Any, transition: Transition) -> None:
+        """A transition that could not be applied: the next sample of its streak proposes it again.
+
+        Proposals come once per streak, so a raise or clear lost to a failed database call would
+        otherwise leave the episode unopened or open for good. The streak is set back one short
+        of its count, unless it has ended meanwhile (the change is then moot, or a new streak
+        will propose its own).
+        """
+        state = self._streams.get(stream_id)
+        streak = None if state is None else state.streaks.get(transition.rule.type)
+        if streak is None:
+            return
+        if transition.kind == "raise" and streak.breaching_since == transition.since:
+            streak.breaching = min(streak.breaching, self.raise_after - 1)
+        elif transition.kind == "clear" and streak.good_since == transition.since:
+            streak.good = min(streak.good, self.clear_after - 1)
 
     def forget_before(self, moment: datetime) -> int:
         """Drop streams whose last sample is older than `moment` (they ended); how many."""

@@ -108,6 +108,7 @@ class ThresholdAlerts:
         rule = transition.rule
         pool = self.app.pool
         if pool is None:
+            self.tracker.retry(stream_id, transition)
             return
         try:
             async with pool.acquire() as conn:
@@ -124,9 +125,12 @@ class ThresholdAlerts:
                     record = await conn.fetchrow(
                         queries["alert_clear"], stream_id, rule.type, transition.since
                     )
-        except _UNAVAILABLE as exc:
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            # Any failure (connection lost, lock or statement timeout, a refused write) leaves
+            # the change to the next sample of the streak.
+            self.tracker.retry(stream_id, transition)
             logger.warning(
-                "could not %s %s alert of stream %s: %s",
+                "could not %s %s alert of stream %s (next sample retries): %s",
                 transition.kind,
                 rule.type,
                 stream_id,

@@ -146,6 +146,65 @@ async def test_an_open_episode_survives_a_restart_without_a_second_raise(
     assert await conn.fetchval("SELECT count(*) FROM stream_alerts") == 1
 
 
+# The first insert and the first update of `stream_alerts` lose their connection: the backend
+# running them is terminated, as when the server restarts or a proxy drops it mid-statement.
+# Sequences are not transactional, so each counts its attempts across the rollback.
+LOSE_FIRST_WRITES = """
+CREATE SEQUENCE lose_insert;
+CREATE SEQUENCE lose_update;
+CREATE FUNCTION lose_first_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval(CASE TG_OP WHEN 'INSERT' THEN 'lose_insert' ELSE 'lose_update' END) = 1 THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+        PERFORM pg_sleep(5);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER lose_first_write BEFORE INSERT OR UPDATE ON stream_alerts
+    FOR EACH ROW EXECUTE FUNCTION lose_first_write();
+"""
+
+
+@pytest.fixture
+async def lose_first_alert_writes(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    await conn.execute(LOSE_FIRST_WRITES)
+    try:
+        yield
+    finally:
+        await conn.execute(
+            "DROP TRIGGER lose_first_write ON stream_alerts; DROP FUNCTION lose_first_write(); "
+            "DROP SEQUENCE lose_insert; DROP SEQUENCE lose_update"
+        )
+
+
+async def test_a_raise_and_a_clear_lost_with_the_connection_are_made_by_the_next_sample(
+    start_server, connect, conn, lose_first_alert_writes
+):
+    server = start_server()
+    stream = str(uuid.uuid4())
+    streamer = await connect(server, "streamer", [stream])
+    monitor = await connect(server, "moderator")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    losses = [9, 9, 9, 9, 1, 1, 1, 1, 1]
+    times = [start + timedelta(seconds=5 * i) for i in range(len(losses))]
+    for at, loss in zip(times, losses, strict=True):
+        await send(streamer, stream, at, loss=loss)
+        await asyncio.sleep(0.1)  # the hook runs after the acknowledgement
+
+    await eventually(lambda: len(streamer.alerts) >= 2 and len(monitor.alerts) >= 2)
+    await asyncio.sleep(0.5)
+    for client in (streamer, monitor):
+        assert client.states() == ["raised", "cleared"]
+        assert client.alerts[0]["startedAt"] == iso(times[0])
+        assert client.alerts[1]["endedAt"] == iso(times[4])
+    rows = await conn.fetch("SELECT raised_at, cleared_at FROM stream_alerts")
+    assert [(r["raised_at"], r["cleared_at"]) for r in rows] == [(times[0], times[4])]
+    # Both writes really failed once before they were made.
+    assert await conn.fetchval("SELECT last_value FROM lose_insert") >= 2
+    assert await conn.fetchval("SELECT last_value FROM lose_update") >= 2
+    assert server.log().count("next sample retries") == 2
+
+
 async def seed_drop(conn: asyncpg.Connection, stream: uuid.UUID, end: datetime) -> None:
     """Ten minutes of samples up to `end`: a two-minute drop to a fifth in the middle."""
     times, values = [], []

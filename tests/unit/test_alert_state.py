@@ -133,3 +133,40 @@ def test_the_payload_matches_the_protocol():
         "endedAt": "2026-01-01T12:00:01.005Z",
     }
     assert "endedAt" not in alert_payload("abc", "fps_low", "raised", 10.0, 20.0, T0)
+
+
+def observe(track: AlertTracker, i: int, loss: float):
+    at = T0 + timedelta(seconds=5 * i)
+    return track.observe("s", at, {"packet_loss_pct": loss, "fps": None})
+
+
+def test_a_raise_handed_back_is_proposed_again_by_the_next_breaching_sample():
+    track = tracker()
+    assert observe(track, 0, 8) == []
+    (lost,) = observe(track, 1, 9)
+    track.retry("s", lost)
+    (again,) = observe(track, 2, 7)
+    assert (again.kind, again.since, again.value) == ("raise", T0, 7)
+    assert observe(track, 3, 9) == []  # taken this time: nothing more in this streak
+
+
+def test_a_clear_handed_back_is_proposed_again_by_the_next_good_sample():
+    track = tracker()
+    for i, loss in enumerate([8, 9, 1, 1]):
+        observe(track, i, loss)
+    (lost,) = observe(track, 4, 1)
+    assert lost.kind == "clear"
+    track.retry("s", lost)
+    (again,) = observe(track, 5, 0.5)
+    assert (again.kind, again.since) == ("clear", T0 + timedelta(seconds=10))
+
+
+def test_a_raise_handed_back_after_its_streak_ended_is_dropped():
+    track = tracker()
+    observe(track, 0, 8)
+    (lost,) = observe(track, 1, 9)
+    observe(track, 2, 1)  # the breach is over before the failure is known
+    track.retry("s", lost)
+    assert observe(track, 3, 9) == []
+    (fresh,) = observe(track, 4, 9)
+    assert fresh.since == T0 + timedelta(seconds=15)
