@@ -113,7 +113,12 @@ async def test_runs_every_15_seconds_find_the_same_single_episode(
         rows = await conn.fetch("SELECT started_at, ended_at FROM bitrate_drops")
         assert len(rows) <= 1
         if rows and rows[0]["ended_at"] is None:
-            # While open, it is announced as raised and not yet cleared.
+            # While open, it is announced as raised and not yet cleared (NOTIFY is delivered
+            # to the listening connection shortly after the commit).
+            for _ in range(40):
+                if listener.received:
+                    break
+                await asyncio.sleep(0.05)
             assert [a["state"] for a in listener.received] == ["raised"]
         whole = rows
         now += timedelta(seconds=15)
