@@ -134,7 +134,8 @@ def build(segs: list[tuple[int, float, bool]], low: float = 0.0, high: float = 1
             t += rng.uniform(20, 400)
         for _ in range(count):
             t += rng.uniform(1, 9)
-            rows.append((STREAM, at(round(t, 3)), low + (high - low) * level / 5000))
+            # min(): low + (high - low) can round to a hair above high.
+            rows.append((STREAM, at(round(t, 3)), min(high, low + (high - low) * level / 5000)))
     return pd.DataFrame(rows, columns=["stream_id", "time", "bitrate_kbps"])
 
 
