@@ -1,4 +1,4 @@
-"""Who a connection is: JWTs (HS256) checked at connect, and what each role may do (docs/protocol.md)."""
+"""Who a connection is: HS256 JWTs checked at connect, and what each role may do.."""
 
 from __future__ import annotations
 

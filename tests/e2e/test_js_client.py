@@ -1,4 +1,4 @@
-"""The official JavaScript socket.io-client (v4, under Node) runs the client guide's examples unchanged.
+"""The official JavaScript socket.io-client v4 (under Node) runs the guide's examples unchanged.
 
 The scripts live in tests/js (`npm ci` there, done by scripts/setup.sh); each prints its
 observations as `@@{json}` lines, which these tests read.
@@ -105,7 +105,7 @@ VDO_SAMPLE = {
 
 
 async def test_seed_examples_run_unchanged_with_the_official_client(node, start_server, conn):
-    # The client guide's first example carries a fixed 2025 timestamp: keep raw data long enough for it.
+    # The guide's first example carries a fixed 2025 timestamp: keep raw data long enough for it.
     server = start_server(env={"STREAMSTATS_RAW_RETENTION": "3650d"})
     async with Clients(server) as clients:
         for _ in range(2):

@@ -1,4 +1,4 @@
-"""The client guide's flows against a real server: updates, acknowledgements, broadcasts, get, viewers."""
+"""The client guide's flows against a real server: updates, acks, broadcasts, get, viewers."""
 
 from __future__ import annotations
 
