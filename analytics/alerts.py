@@ -34,7 +34,7 @@ class AlertRule:
 
 
 def default_rules(packet_loss_pct: float, fps_min: float) -> tuple[AlertRule, ...]:
-    """The two alerts of PROTOCOL.md with the configured thresholds."""
+    """The two alerts of docs/protocol.md with the configured thresholds."""
     return (
         AlertRule("packet_loss_high", "packet_loss_pct", packet_loss_pct, above=True),
         AlertRule("fps_low", "fps", fps_min, above=False),
@@ -146,7 +146,7 @@ def alert_payload(
     started_at: datetime,
     ended_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The `stream:alert` event body (PROTOCOL.md)."""
+    """The `stream:alert` event body (docs/protocol.md)."""
     payload: dict[str, Any] = {
         "streamId": str(stream_id),
         "type": type,

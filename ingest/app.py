@@ -1,4 +1,4 @@
-"""The Socket.IO ingest app: PROTOCOL.md's events, rooms, acknowledgements and broadcasts.
+"""The Socket.IO ingest app: docs/protocol.md's events, rooms, acknowledgements and broadcasts.
 
 Rooms (other modules emit to them):
 - `streamer:<streamId>`: the connections of streamers whose token names the stream;
@@ -93,7 +93,7 @@ class _Server(socketio.AsyncServer):
     """AsyncServer that tells handlers whether the client wants an acknowledgement.
 
     python-socketio sends a handler's return value as the acknowledgement but does not say
-    whether one was asked for; PROTOCOL.md answers with an event when it was not. It also
+    whether one was asked for; docs/protocol.md answers with an event when it was not. It also
     counts handlers in flight, so a drain can wait until every answer is sent, and runs what a
     handler left in `_after_answer` once the answer is out (a broadcast), without a task of
     its own.
@@ -485,7 +485,7 @@ class IngestApp:
         stream_id = stream_ref(data)
         record = await self._latest(stream_id)
         # Without presence the whole answer is `unavailable`: a count of this node's viewers
-        # only would be silently wrong with several nodes, and PROTOCOL.md promises a number.
+        # only would be silently wrong with several nodes, and docs/protocol.md promises a number.
         viewers = await self._presence(self.presence.count(stream_id))
         stats = None
         if record is not None:

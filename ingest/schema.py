@@ -1,4 +1,4 @@
-"""What clients send, validated with pydantic (PROTOCOL.md, "Client → server").
+"""What clients send, validated with pydantic (docs/protocol.md, "Client → server").
 
 Every error names the offending field; unknown fields are ignored.
 """
@@ -52,7 +52,7 @@ NO_BANDWIDTH = Bandwidth()
 
 
 class Stats(BaseModel):
-    """The seed's `stats` object (wire names are camelCase); every metric optional."""
+    """The `stats` object of the client guide (wire names are camelCase); every metric optional."""
 
     model_config = _STRICT
     bitrate: Kbps | None = None
@@ -166,7 +166,7 @@ class ValidUpdate:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """The seed's `stats` object for the broadcast, built only when one is sent."""
+        """The `stats` object of the client guide for the broadcast, built only when one is sent."""
         return stats_payload(self.row)
 
 
@@ -282,7 +282,7 @@ def parse_update(
 
 
 def stats_payload(row: Any) -> dict[str, Any]:
-    """The seed's `stats` object from a stored row (a StatsRow or a database record)."""
+    """The guide's `stats` object from a stored row (a StatsRow or a database record)."""
     return {
         "bitrate": _get(row, "bitrate_kbps"),
         "fps": _get(row, "fps"),

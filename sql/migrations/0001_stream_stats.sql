@@ -22,7 +22,7 @@ CREATE TABLE stream_stats (
 SELECT create_hypertable('stream_stats', 'time', chunk_time_interval => interval '1 day');
 
 COMMENT ON TABLE stream_stats IS 'Raw stream health samples; time is the client timestamp';
-COMMENT ON COLUMN stream_stats.quality IS 'good | fair | poor (PROTOCOL.md), NULL when no quality metric was sent';
+COMMENT ON COLUMN stream_stats.quality IS 'good | fair | poor (docs/protocol.md), NULL when no quality metric was sent';
 COMMENT ON COLUMN stream_stats.received_at IS 'When the ingest service received the sample';
 
 -- The newest sample per stream (by time; an older late sample never replaces it).

@@ -16,7 +16,7 @@ import socketio
 from ingest.auth import mint_token
 from tests.servers import JWT_SECRET, ServerProcess
 
-SEED_STREAM = "123e4567-e89b-12d3-a456-426614174000"
+GUIDE_STREAM = "123e4567-e89b-12d3-a456-426614174000"
 EVENTS = (
     "stream:stats:received",
     "stream:stats:current",
@@ -31,7 +31,7 @@ def now_iso(offset_s: float = 0) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def seed_update(stream_id: str = SEED_STREAM, timestamp: str | None = None, **stats: Any):
+def guide_update(stream_id: str = GUIDE_STREAM, timestamp: str | None = None, **stats: Any):
     """The client guide's example event for `stream_id`, at `timestamp` (now by default)."""
     body = {
         "bitrate": 2500,

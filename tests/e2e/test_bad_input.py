@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 
 from ingest.auth import mint_token
-from tests.e2e.clients import Clients, seed_update
+from tests.e2e.clients import Clients, guide_update
 from tests.servers import JWT_SECRET
 
 pytestmark = pytest.mark.slow
@@ -174,7 +174,7 @@ def field_with_bad_value(draw) -> tuple[str, str, str | None]:
     ranges = {**{k: (*v, False) for k, v in NUMERIC_RANGES.items()}}
     ranges.update({k: (*v, True) for k, v in INTEGER_RANGES.items()})
     path = draw(st.sampled_from([*ranges, "streamId", "timestamp", "stats", "resolution"]))
-    payload = seed_update(STREAM)
+    payload = guide_update(STREAM)
     raw = None
     field: str | None = path
     if path in ranges:
@@ -219,7 +219,7 @@ def field_with_bad_value(draw) -> tuple[str, str, str | None]:
 
 @st.composite
 def missing_parts(draw) -> tuple[str, str, str | None]:
-    payload = seed_update(STREAM)
+    payload = guide_update(STREAM)
     what = draw(st.sampled_from(["streamId", "stats", "metrics", "all-null"]))
     if what in ("streamId", "stats"):
         del payload[what]
@@ -255,13 +255,13 @@ def not_an_update(draw) -> tuple[str, str, str | None]:
     if kind == "none":
         return "", "invalid", None
     if kind == "two":
-        return "," + json.dumps(seed_update(STREAM)) + ",1", "invalid", None
+        return "," + json.dumps(guide_update(STREAM)) + ",1", "invalid", None
     return "," + draw(deep_text), "invalid", None
 
 
 @st.composite
 def oversize(draw) -> tuple[str, str, str | None]:
-    payload = seed_update(STREAM)
+    payload = guide_update(STREAM)
     size = draw(st.integers(min_value=LIMIT + 512, max_value=200_000))
     filler = draw(st.sampled_from(["x", "é", "[", "9"]))
     if filler == "[":
@@ -326,7 +326,7 @@ def test_random_and_malicious_updates_are_refused_and_nothing_is_stored(start_se
             await db.close()
         async with Clients(server) as clients:
             streamer = await clients.connect("streamer", [STREAM])
-            ack = await streamer.call("stream:stats:update", seed_update(STREAM))
+            ack = await streamer.call("stream:stats:update", guide_update(STREAM))
             current = await streamer.call("stream:stats:get", {"streamId": STREAM})
         return stored, ack, current
 

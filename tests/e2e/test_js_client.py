@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ingest.auth import mint_token
-from tests.e2e.clients import SEED_STREAM, Clients, shared_server
+from tests.e2e.clients import GUIDE_STREAM, Clients, shared_server
 from tests.servers import JWT_SECRET, ServerProcess
 
 JS = Path(__file__).resolve().parent.parent / "js"
@@ -104,20 +104,20 @@ VDO_SAMPLE = {
 }
 
 
-async def test_seed_examples_run_unchanged_with_the_official_client(node, start_server, conn):
+async def test_guide_examples_run_unchanged_with_the_official_client(node, start_server, conn):
     # The guide's first example carries a fixed 2025 timestamp: keep raw data long enough for it.
     server = start_server(env={"STREAMSTATS_RAW_RETENTION": "3650d"})
     async with Clients(server) as clients:
         for _ in range(2):
-            viewer = await clients.connect("viewer", [SEED_STREAM])
-            await viewer.call("stream:join", {"streamId": SEED_STREAM})
+            viewer = await clients.connect("viewer", [GUIDE_STREAM])
+            await viewer.call("stream:join", {"streamId": GUIDE_STREAM})
 
         dashboard = await NodeScript.start(
             node,
             "guide-dashboard.js",
             server,
             TOKEN=token("moderator"),
-            STREAM_ID=SEED_STREAM,
+            STREAM_ID=GUIDE_STREAM,
             EXPECTED_UPDATES="2",
         )
         (first,) = await dashboard.until("current")
@@ -125,8 +125,8 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
             node,
             "guide-streamer.js",
             server,
-            TOKEN=token("streamer", [SEED_STREAM]),
-            STREAM_ID=SEED_STREAM,
+            TOKEN=token("streamer", [GUIDE_STREAM]),
+            STREAM_ID=GUIDE_STREAM,
             EXPECTED_ACKS="2",
             VDO_SAMPLES=json.dumps([VDO_SAMPLE]),
         )
@@ -134,10 +134,10 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
         assert await dashboard.finish() == 0, "".join(dashboard.output)
         rows = await conn.fetch("SELECT * FROM stream_stats ORDER BY time")
 
-    assert first == {"streamId": SEED_STREAM, "stats": None, "quality": None, "viewerCount": 2}
+    assert first == {"streamId": GUIDE_STREAM, "stats": None, "quality": None, "viewerCount": 2}
     received = streamer.of("received")
     assert {r["timestamp"] for r in received} >= {"2025-01-21T10:30:00.000Z"}
-    assert all(r["streamId"] == SEED_STREAM and r["duplicate"] is False for r in received)
+    assert all(r["streamId"] == GUIDE_STREAM and r["duplicate"] is False for r in received)
     assert [r["quality"] for r in received] == ["good", "good"]
     # The client guide's own listener logged each acknowledgement too.
     assert sum("Stats acknowledged:" in line for line in streamer.output) == 2
@@ -149,7 +149,7 @@ async def test_seed_examples_run_unchanged_with_the_official_client(node, start_
     last = dashboard.of("current")[-1]
     live = next(r for r in received if r["timestamp"] != "2025-01-21T10:30:00.000Z")
     assert last == {
-        "streamId": SEED_STREAM,
+        "streamId": GUIDE_STREAM,
         "stats": {
             "bitrate": 3200,
             "fps": 29.97,
@@ -203,7 +203,7 @@ async def test_official_client_gets_acknowledgements_and_error_events(node, serv
 
 async def test_official_client_sees_why_a_connection_was_refused(node, server):
     script = await NodeScript.start(
-        node, "protocol-edges.js", server, TOKEN="not-a-jwt", STREAM_ID=SEED_STREAM
+        node, "protocol-edges.js", server, TOKEN="not-a-jwt", STREAM_ID=GUIDE_STREAM
     )
     assert await script.finish() == 0, "".join(script.output)
     (refused,) = script.of("connect_error")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from tests.e2e.clients import SEED_STREAM, Clients, now_iso, seed_update, shared_server
+from tests.e2e.clients import GUIDE_STREAM, Clients, guide_update, now_iso, shared_server
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,12 @@ async def stored(conn, stream_id: str) -> list:
 
 async def test_update_is_acknowledged_through_the_callback_once_committed(server, conn):
     async with Clients(server) as clients:
-        streamer = await clients.connect("streamer", [SEED_STREAM])
-        ack = await streamer.call("stream:stats:update", seed_update(timestamp=now_iso(-1)))
+        streamer = await clients.connect("streamer", [GUIDE_STREAM])
+        ack = await streamer.call("stream:stats:update", guide_update(timestamp=now_iso(-1)))
         # The acknowledgement comes only after commit: the row is readable right away.
-        rows = await stored(conn, SEED_STREAM)
+        rows = await stored(conn, GUIDE_STREAM)
     assert ack["ok"] is True
-    assert ack["streamId"] == SEED_STREAM
+    assert ack["streamId"] == GUIDE_STREAM
     assert ack["quality"] == "good"
     assert ack["duplicate"] is False
     assert len(rows) == 1
@@ -49,7 +49,7 @@ async def test_update_without_callback_is_answered_with_received_event(server, c
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream])
-        sent = seed_update(stream, packetLoss=4.5)
+        sent = guide_update(stream, packetLoss=4.5)
         await streamer.emit("stream:stats:update", sent)
         (received,) = await streamer.wait_for("stream:stats:received")
         rows = await stored(conn, stream)
@@ -67,7 +67,7 @@ async def test_resent_update_is_acknowledged_as_duplicate_and_not_broadcast_agai
     async with Clients(server) as clients:
         monitor = await clients.connect("moderator")
         streamer = await clients.connect("streamer", [stream])
-        update = seed_update(stream)
+        update = guide_update(stream)
         first = await streamer.call("stream:stats:update", update)
         again = await streamer.call("stream:stats:update", update)
         await monitor.wait_for("stream:stats:update")
@@ -86,7 +86,7 @@ async def test_monitors_allowed_to_see_the_stream_get_the_broadcast_once(server)
         admin = await clients.connect("admin")
         elsewhere = await clients.connect("analyst", [other])
         streamer = await clients.connect("streamer", [stream])
-        sent = seed_update(stream, fps=15)
+        sent = guide_update(stream, fps=15)
         ack = await streamer.call("stream:stats:update", sent)
         for monitor in (moderator, analyst, admin):
             (broadcast,) = await monitor.wait_for("stream:stats:update")
@@ -109,8 +109,8 @@ async def test_get_answers_the_latest_stored_sample_with_viewer_count(server):
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream])
-        newest = seed_update(stream, timestamp=now_iso(-10), bitrate=3100.25, packetLoss=0.1)
-        late = seed_update(stream, timestamp=now_iso(-60), bitrate=1)
+        newest = guide_update(stream, timestamp=now_iso(-10), bitrate=3100.25, packetLoss=0.1)
+        late = guide_update(stream, timestamp=now_iso(-60), bitrate=1)
         assert (await streamer.call("stream:stats:update", newest))["ok"]
         # A late, older sample is stored but never replaces the latest one.
         assert (await streamer.call("stream:stats:update", late))["ok"]
@@ -183,7 +183,7 @@ async def test_unsubscribe_narrows_and_subscribe_widens_the_broadcasts(server):
 
         async def send_both() -> None:
             for stream in (one, two):
-                assert (await streamer.call("stream:stats:update", seed_update(stream)))["ok"]
+                assert (await streamer.call("stream:stats:update", guide_update(stream)))["ok"]
 
         for monitor in (everything, limited):
             answer = await monitor.call("stream:stats:unsubscribe", {"streamId": one})
@@ -208,7 +208,7 @@ async def test_timestamp_is_optional_and_means_receive_time(server, conn):
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream])
-        update = seed_update(stream)
+        update = guide_update(stream)
         del update["timestamp"]
         before = datetime.now(UTC)
         ack = await streamer.call("stream:stats:update", update)
@@ -220,7 +220,7 @@ async def test_the_16_kib_bound_counts_the_whole_event_array(server, conn):
     stream = new_stream()
 
     def padded(size: int, seconds_ago: int) -> dict:
-        update = {**seed_update(stream, timestamp=now_iso(-seconds_ago)), "note": ""}
+        update = {**guide_update(stream, timestamp=now_iso(-seconds_ago)), "note": ""}
         wire = json.dumps(["stream:stats:update", update], separators=(",", ":"))
         update["note"] = "x" * (size - len(wire.encode()))
         return update
@@ -240,11 +240,11 @@ async def test_rate_limit_answers_rate_limited_then_recovers(start_server):
     async with Clients(server) as clients:
         analyst = await clients.connect("analyst")
         answers = await asyncio.gather(
-            *(analyst.call("stream:stats:get", {"streamId": SEED_STREAM}) for _ in range(12))
+            *(analyst.call("stream:stats:get", {"streamId": GUIDE_STREAM}) for _ in range(12))
         )
         codes = [a["error"]["code"] if not a["ok"] else "ok" for a in answers]
         await asyncio.sleep(1)
-        later = await analyst.call("stream:stats:get", {"streamId": SEED_STREAM})
+        later = await analyst.call("stream:stats:get", {"streamId": GUIDE_STREAM})
     # A burst of one second's worth (2) passes; a slow machine may refill a token meanwhile.
     assert 2 <= codes.count("ok") <= 3, codes
     assert codes.count("rate_limited") == 12 - codes.count("ok"), codes
@@ -256,7 +256,7 @@ async def test_clients_starting_with_long_polling_like_the_js_default_work(serve
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream], transports=["polling", "websocket"])
         monitor = await clients.connect("moderator", transports=["polling", "websocket"])
-        ack = await streamer.call("stream:stats:update", seed_update(stream))
+        ack = await streamer.call("stream:stats:update", guide_update(stream))
         (broadcast,) = await monitor.wait_for("stream:stats:update")
     assert ack["ok"] and broadcast["streamId"] == stream
 
@@ -272,7 +272,7 @@ async def test_sigterm_acknowledges_every_accepted_update_before_exit(start_serv
     stream = new_stream()
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [stream])
-        updates = [seed_update(stream, timestamp=now_iso(-i)) for i in range(20)]
+        updates = [guide_update(stream, timestamp=now_iso(-i)) for i in range(20)]
         calls = [asyncio.ensure_future(streamer.call("stream:stats:update", u)) for u in updates]
         await asyncio.sleep(0.2)  # received, not committed yet (400 ms batches)
         server.signal(signal.SIGTERM)
@@ -301,7 +301,7 @@ async def test_unsubscribing_holds_across_nodes_sharing_redis(start_server):
         streamer = await on_b.connect("streamer", [one, two])
         await everything.call("stream:stats:unsubscribe", {"streamId": one})
         for stream in (one, two):
-            assert (await streamer.call("stream:stats:update", seed_update(stream)))["ok"]
+            assert (await streamer.call("stream:stats:update", guide_update(stream)))["ok"]
         await everything.wait_for("stream:stats:update")
         await asyncio.sleep(0.3)
         assert [b["streamId"] for b in everything.received["stream:stats:update"]] == [two]

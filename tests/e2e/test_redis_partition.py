@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from ingest.app import PRESENCE_TIMEOUT
-from tests.e2e.clients import Clients, seed_update
+from tests.e2e.clients import Clients, guide_update
 from tests.proxy import TcpProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -37,7 +37,7 @@ async def test_a_redis_partition_answers_unavailable_instead_of_hanging(start_se
             get_seconds = time.monotonic() - started
             other = await clients.connect("viewer", [STREAM])
             join = await other.call("stream:join", {"streamId": STREAM}, timeout=30)
-            update = await streamer.call("stream:stats:update", seed_update(STREAM), timeout=30)
+            update = await streamer.call("stream:stats:update", guide_update(STREAM), timeout=30)
 
             proxy.forward()
             again = await moderator.call("stream:stats:get", {"streamId": STREAM}, timeout=30)

@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from ingest.auth import mint_token
-from tests.e2e.clients import Clients, seed_update, shared_server
+from tests.e2e.clients import Clients, guide_update, shared_server
 from tests.servers import JWT_SECRET
 
 STREAM = str(uuid.uuid4())
@@ -61,10 +61,10 @@ async def test_bad_tokens_are_refused_with_unauthorized(server):
 async def test_streamer_may_not_touch_another_stream(server, conn):
     async with Clients(server) as clients:
         streamer = await clients.connect("streamer", [STREAM])
-        update = await streamer.call("stream:stats:update", seed_update(OTHER))
+        update = await streamer.call("stream:stats:update", guide_update(OTHER))
         get = await streamer.call("stream:stats:get", {"streamId": OTHER})
         # Without a callback the refusal is an `error` event naming the event and stream.
-        await streamer.emit("stream:stats:update", seed_update(OTHER))
+        await streamer.emit("stream:stats:update", guide_update(OTHER))
         (error,) = await streamer.wait_for("error")
         count = await conn.fetchval("SELECT count(*) FROM stream_stats")
     assert update == {
@@ -87,7 +87,7 @@ async def test_a_refusal_for_a_foreign_stream_comes_before_validation(server):
 async def test_viewer_may_neither_update_nor_get(server, conn):
     async with Clients(server) as clients:
         viewer = await clients.connect("viewer", [STREAM])
-        update = await viewer.call("stream:stats:update", seed_update(STREAM))
+        update = await viewer.call("stream:stats:update", guide_update(STREAM))
         get = await viewer.call("stream:stats:get", {"streamId": STREAM})
         subscribe = await viewer.call("stream:stats:subscribe", {"streamId": STREAM})
         count = await conn.fetchval("SELECT count(*) FROM stream_stats")
@@ -101,8 +101,8 @@ async def test_monitors_may_not_update_and_only_viewers_join(server):
         analyst = await clients.connect("analyst", [STREAM])
         streamer = await clients.connect("streamer", [STREAM])
         answers = [
-            await moderator.call("stream:stats:update", seed_update(STREAM)),
-            await analyst.call("stream:stats:update", seed_update(STREAM)),
+            await moderator.call("stream:stats:update", guide_update(STREAM)),
+            await analyst.call("stream:stats:update", guide_update(STREAM)),
             await analyst.call("stream:stats:get", {"streamId": OTHER}),
             await analyst.call("stream:stats:subscribe", {"streamId": OTHER}),
             await moderator.call("stream:join", {"streamId": STREAM}),
@@ -114,7 +114,7 @@ async def test_monitors_may_not_update_and_only_viewers_join(server):
 async def test_admin_may_update_any_stream(server):
     async with Clients(server) as clients:
         admin = await clients.connect("admin")
-        answer = await admin.call("stream:stats:update", seed_update(OTHER))
+        answer = await admin.call("stream:stats:update", guide_update(OTHER))
     assert answer["ok"] is True
 
 
@@ -125,7 +125,7 @@ async def test_viewers_never_receive_monitor_traffic(server):
         monitor = await clients.connect("moderator")
         streamer = await clients.connect("streamer", [STREAM])
         for i in range(3):
-            await streamer.call("stream:stats:update", seed_update(STREAM, fps=10 + i))
+            await streamer.call("stream:stats:update", guide_update(STREAM, fps=10 + i))
         await monitor.wait_for("stream:stats:update", 3)
         await asyncio.sleep(0.3)
     assert dict(viewer.received) == {}
@@ -161,9 +161,9 @@ async def test_an_expired_token_stops_writing_and_is_disconnected(server, conn):
         token = mint_token(JWT_SECRET, role="streamer", streams=[STREAM], ttl=2)
         expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
         streamer = await clients.connect("streamer", token=token)
-        before = await streamer.call("stream:stats:update", seed_update(STREAM))
+        before = await streamer.call("stream:stats:update", guide_update(STREAM))
         await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.2)
-        after = await streamer.call("stream:stats:update", seed_update(STREAM, fps=1))
+        after = await streamer.call("stream:stats:update", guide_update(STREAM, fps=1))
         for _ in range(50):  # the server drops the connection right after answering
             if not streamer.sio.connected:
                 break

@@ -12,7 +12,7 @@ RETENTION = timedelta(days=30)
 STREAM = "123e4567-e89b-12d3-a456-426614174000"
 
 
-def seed_payload(**overrides):
+def guide_payload(**overrides):
     """The client guide's example event, with its timestamp moved near NOW."""
     payload = {
         "streamId": STREAM,
@@ -32,15 +32,15 @@ def seed_payload(**overrides):
 
 
 def with_stats(**stats):
-    return seed_payload(stats=stats)
+    return guide_payload(stats=stats)
 
 
 def parse(payload):
     return parse_update(payload, now=NOW, retention=RETENTION)
 
 
-def test_seed_example_becomes_a_row_with_every_metric():
-    update = parse(seed_payload())
+def test_guide_example_becomes_a_row_with_every_metric():
+    update = parse(guide_payload())
     row = update.row
     assert row.time == datetime(2026, 3, 1, 11, 59, 30, tzinfo=UTC)
     assert row.stream_id == UUID(STREAM)
@@ -53,20 +53,20 @@ def test_seed_example_becomes_a_row_with_every_metric():
 
 
 def test_unknown_fields_are_ignored_everywhere():
-    payload = seed_payload(extra={"deep": [1, 2]})
+    payload = guide_payload(extra={"deep": [1, 2]})
     payload["stats"]["jitter"] = 3
     payload["stats"]["resolution"]["depth"] = 8
-    assert parse(payload).row == parse(seed_payload()).row
+    assert parse(payload).row == parse(guide_payload()).row
 
 
 def test_missing_timestamp_means_receive_time():
-    payload = seed_payload()
+    payload = guide_payload()
     del payload["timestamp"]
     assert parse(payload).row.time == NOW
 
 
 def test_timestamps_with_an_offset_are_stored_in_utc():
-    row = parse(seed_payload(timestamp="2026-03-01T13:00:00+01:30")).row
+    row = parse(guide_payload(timestamp="2026-03-01T13:00:00+01:30")).row
     assert row.time == datetime(2026, 3, 1, 11, 30, tzinfo=UTC)
 
 
@@ -110,19 +110,19 @@ def test_a_sample_without_quality_metrics_has_no_quality():
         (with_stats(bandwidth={"download": "fast"}), "stats.bandwidth.download"),
         (with_stats(), "stats"),
         (with_stats(bitrate=None, resolution={"width": None}), "stats"),
-        (seed_payload(stats=None), "stats"),
-        (seed_payload(stats=[1, 2]), "stats"),
+        (guide_payload(stats=None), "stats"),
+        (guide_payload(stats=[1, 2]), "stats"),
         ({"streamId": STREAM}, "stats"),
-        (seed_payload(streamId="not-a-uuid"), "streamId"),
-        (seed_payload(streamId=123), "streamId"),
-        (seed_payload(streamId=None), "streamId"),
+        (guide_payload(streamId="not-a-uuid"), "streamId"),
+        (guide_payload(streamId=123), "streamId"),
+        (guide_payload(streamId=None), "streamId"),
         ({"stats": {"fps": 30}}, "streamId"),
-        (seed_payload(timestamp="2026-03-01T11:59:30"), "timestamp"),
-        (seed_payload(timestamp="yesterday"), "timestamp"),
-        (seed_payload(timestamp=1_700_000_000), "timestamp"),
-        (seed_payload(timestamp="2026-03-01T12:05:01Z"), "timestamp"),
-        (seed_payload(timestamp="2026-01-30T11:59:59Z"), "timestamp"),
-        (seed_payload(timestamp="2" * 100), "timestamp"),
+        (guide_payload(timestamp="2026-03-01T11:59:30"), "timestamp"),
+        (guide_payload(timestamp="yesterday"), "timestamp"),
+        (guide_payload(timestamp=1_700_000_000), "timestamp"),
+        (guide_payload(timestamp="2026-03-01T12:05:01Z"), "timestamp"),
+        (guide_payload(timestamp="2026-01-30T11:59:59Z"), "timestamp"),
+        (guide_payload(timestamp="2" * 100), "timestamp"),
     ],
 )
 def test_invalid_payloads_name_the_offending_field(payload, field):
@@ -135,7 +135,7 @@ def test_invalid_payloads_name_the_offending_field(payload, field):
 
 
 def test_timestamps_up_to_five_minutes_ahead_are_accepted_for_clock_skew():
-    assert parse(seed_payload(timestamp="2026-03-01T12:04:59Z")).row.time > NOW
+    assert parse(guide_payload(timestamp="2026-03-01T12:04:59Z")).row.time > NOW
 
 
 @pytest.mark.parametrize("payload", [None, [], "update", 42, True])
@@ -153,13 +153,13 @@ def test_stream_references_are_validated_and_canonical():
 
 def test_wire_json_reads_ordinary_packets_like_json():
     wire = WireJson(16 * 1024)
-    text = json.dumps(["stream:stats:update", seed_payload()])
+    text = json.dumps(["stream:stats:update", guide_payload()])
     assert wire.loads(text) == json.loads(text)
 
 
 def test_wire_json_does_not_parse_an_oversize_event():
     wire = WireJson(16 * 1024)
-    text = json.dumps(["stream:stats:update", seed_payload(pad="x" * 20_000)])
+    text = json.dumps(["stream:stats:update", guide_payload(pad="x" * 20_000)])
     name, body = wire.loads(text)
     assert name == "stream:stats:update" and isinstance(body, Oversize)
     with pytest.raises(TooLarge):
