@@ -36,5 +36,11 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Per-request chatter from the libraries drowns what operators need to see.
-    for noisy in ("engineio.server", "socketio.server", "uvicorn.access", "apscheduler.executors"):
+    for noisy in (
+        "engineio.server",
+        "socketio.server",
+        "uvicorn.access",
+        "uvicorn.error",  # two INFO lines per websocket connection; its warnings still show
+        "apscheduler.executors",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
