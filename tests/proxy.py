@@ -196,8 +196,15 @@ class TcpProxy:
     async def _close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for link in list(self._links):
+        for link in list(self._links | self._hung):
             self._reset(link)
+        # Connections still waiting (in a hang, or connecting upstream) must end while the loop
+        # runs: left pending, they are destroyed later with open sockets, in another test.
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
