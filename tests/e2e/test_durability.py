@@ -244,7 +244,15 @@ async def test_sigterm_while_a_commit_hangs_still_exits_within_10s_answering_eve
         )
         server = await asyncio.to_thread(start_server)
         load = asyncio.ensure_future(send_once(server.url, stream, 5, 0.01))
-        await asyncio.sleep(1.0)  # the updates' COMMIT is waiting on the trigger
+        # Signal only once the updates' COMMIT is waiting on the trigger (a cold start on a
+        # loaded machine may take longer than any fixed pause).
+        deadline = time.monotonic() + 20
+        while not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND query ILIKE 'commit%'"
+        ):
+            assert time.monotonic() < deadline, "the updates never reached COMMIT"
+            await asyncio.sleep(0.05)
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
         code = await asyncio.to_thread(server.wait, 15)
