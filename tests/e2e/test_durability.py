@@ -182,6 +182,32 @@ async def test_a_database_outage_loses_nothing_acknowledged_and_heals_by_itself(
     assert rows <= once.ok() | maybe
 
 
+async def until_acknowledged(streams: list[Stream], count: int, timeout: float = 20) -> None:
+    """Wait until every stream has `count` acknowledgements: the load is really flowing."""
+    deadline = time.monotonic() + timeout
+    while not all(len(s.ok()) >= count for s in streams):
+        assert time.monotonic() < deadline, "the load never got going"
+        await asyncio.sleep(0.02)
+
+
+async def until_stored(database_url: str, streams: list[Stream], count: int) -> None:
+    """Wait until every stream has `count` rows stored: the load is really flowing."""
+    ids = [uuid.UUID(s.id) for s in streams]
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + 20
+        while await conn.fetchval(
+            "SELECT count(*) FROM (SELECT stream_id FROM stream_stats "
+            "WHERE stream_id = ANY($1::uuid[]) GROUP BY 1 HAVING count(*) >= $2) s",
+            ids,
+            count,
+        ) < len(ids):
+            assert time.monotonic() < deadline, "the load never got going"
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
 async def test_kill_9_under_load_then_restart_stores_every_update_exactly_once(
     start_server: Callable[..., ServerProcess], database_url: str
 ):
@@ -189,7 +215,7 @@ async def test_kill_9_under_load_then_restart_stores_every_update_exactly_once(
     streams = [Stream() for _ in range(4)]
     load = asyncio.gather(*(send_with_resends(server.url, s, 200, 0.01) for s in streams))
 
-    await asyncio.sleep(0.8)
+    await until_acknowledged(streams, 10)
     server.kill()
     await asyncio.sleep(0.3)
     await asyncio.to_thread(start_server, port=server.port)
@@ -208,7 +234,7 @@ async def test_sigterm_under_load_acknowledges_every_accepted_update_before_exit
     streams = [Stream() for _ in range(4)]
     load = asyncio.gather(*(send_once(server.url, s, 400, 0.01) for s in streams))
 
-    await asyncio.sleep(1.0)
+    await until_stored(database_url, streams, 10)
     signalled = time.monotonic()
     server.signal(signal.SIGTERM)
     code = await asyncio.to_thread(server.wait, 15)
