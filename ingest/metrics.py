@@ -129,9 +129,3 @@ async def page(app: IngestApp) -> Response:
     if viewers is not None:
         VIEWERS.set(viewers)
     return Response(200, await render(app.pool), CONTENT_TYPE)
-
-
-def sample(name: str, labels: dict[str, str] | None = None, registry: Any = REGISTRY) -> float:
-    """The current value of one sample (0 when absent), for tests and benchmarks."""
-    value = registry.get_sample_value(name, labels or {})
-    return float(value) if value is not None else 0.0

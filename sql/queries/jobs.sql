@@ -27,23 +27,3 @@ RETURNING id
 UPDATE job_runs
 SET finished_at = clock_timestamp(), status = $2, rows = $3, error = $4
 WHERE id = $1
-
--- job_last_runs --
--- Per job: the latest run, the latest success and its duration (for metrics and health).
-SELECT j.job,
-       last.started_at AS last_started_at,
-       last.status AS last_status,
-       last.error AS last_error,
-       ok.finished_at AS last_success_at,
-       extract(epoch FROM ok.finished_at - ok.started_at) AS last_success_seconds,
-       ok.rows AS last_success_rows
-FROM (SELECT DISTINCT job FROM job_runs) j
-CROSS JOIN LATERAL (
-    SELECT started_at, status, error FROM job_runs r
-    WHERE r.job = j.job ORDER BY started_at DESC LIMIT 1
-) last
-LEFT JOIN LATERAL (
-    SELECT started_at, finished_at, rows FROM job_runs r
-    WHERE r.job = j.job AND r.status = 'succeeded' ORDER BY started_at DESC LIMIT 1
-) ok ON true
-ORDER BY j.job

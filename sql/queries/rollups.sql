@@ -237,13 +237,6 @@ upserted AS (
 SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
        (SELECT count(*) FROM rollup_refresh_keys) AS buckets
 
--- rollups_backlog --
--- What the views still compute live: log entries and queued hours/days, with the oldest of each.
-SELECT (SELECT count(*) FROM rollup_invalidations) AS invalidations,
-       (SELECT min(minute) FROM rollup_invalidations) AS oldest_minute,
-       (SELECT count(*) FROM rollup_pending WHERE granularity = '1h') AS pending_hours,
-       (SELECT count(*) FROM rollup_pending WHERE granularity = '1d') AS pending_days
-
 -- rollups_delete_1m_before --
 -- Retention of 1-minute rollups: delete buckets older than $1.
 DELETE FROM rollup_1m WHERE bucket < $1::timestamptz
