@@ -11,10 +11,13 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 
 bash scripts/provision-db.sh
 
-# System packages the tests use: headless Chromium renders the reports, Node.js runs the official
-# JavaScript client, python3-venv makes the virtual environment.
+# System packages the tests use: headless Chromium renders the reports and runs the browser tests,
+# Node.js runs the official JavaScript client and Playwright, ffmpeg makes test videos, promtool
+# (prometheus) checks the alert rules, python3-venv makes the virtual environment.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v promtool >/dev/null || missing+=(prometheus)
 command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 [ -x .venv/bin/python ] || "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -39,14 +42,17 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-if [ -f tests/js/package-lock.json ]; then
+# npm packages: the official JavaScript client and playwright-core for the tests (tests/js), the
+# browser libraries bundled into the package (web, see scripts/build-assets.sh).
+for dir in tests/js web; do
+    [ -f "$dir/package-lock.json" ] || continue
     if ! command -v npm >/dev/null; then
-        say "warning: npm not found: the JavaScript client tests will fail (install Node.js 18+)"
-    elif [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
-        say "installing the JavaScript test client (socket.io-client)"
-        (cd tests/js && npm ci --silent --no-audit --no-fund) && touch tests/js/node_modules
+        say "warning: npm not found: $dir is not installed (install Node.js 18+)"
+    elif [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+        say "installing the npm packages of $dir"
+        (cd "$dir" && npm ci --silent --no-audit --no-fund) && touch "$dir/node_modules"
     fi
-fi
+done
 
 if [ ! -f .env ] || ! grep -q '^STREAMSTATS_JWT_SECRET=' .env; then
     say "writing a new JWT signing secret to .env (clients' tokens are signed with it)"
