@@ -37,3 +37,11 @@ class StatsRow(NamedTuple):
     upload_kbps: float | None
     download_kbps: float | None
     quality: str | None
+
+
+class Committed(NamedTuple):
+    """A row of a committed batch, as the writer hands it to `on_commit`."""
+
+    row: StatsRow
+    # The row was stored before (or earlier in the same batch): this commit added nothing.
+    duplicate: bool

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -33,7 +33,7 @@ import asyncpg
 
 from ingest import metrics
 from ingest.errors import Invalid, Overloaded, Unavailable
-from ingest.rows import StatsRow
+from ingest.rows import Committed, StatsRow
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.settings import Settings
 from streamstats.sql import queries
@@ -83,12 +83,21 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class BatchWriter:
-    """Accepts rows (`submit`) and stores them in batches; see the module docstring."""
+OnCommit = Callable[[list[Committed]], None]
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool):
+
+class BatchWriter:
+    """Accepts rows (`submit`) and stores them in batches; see the module docstring.
+
+    `on_commit(batch)` is called once per committed transaction, in commit order, right after
+    the batch's futures are resolved, with its rows in submission order (each with its duplicate
+    flag). It runs in the flush loop: it must not block, and what it raises is only logged.
+    """
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, on_commit: OnCommit | None = None):
         self.settings = settings
         self.pool = pool
+        self.on_commit = on_commit
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -326,13 +335,8 @@ class BatchWriter:
         """Write one batch in one transaction and resolve its futures."""
         # Rows repeated within the batch: the first is written, the others are duplicates of it.
         first: dict[tuple[UUID, Any], _Item] = {}
-        repeats: list[_Item] = []
         for item in batch:
-            key = _key(item.row)
-            if key in first:
-                repeats.append(item)
-            else:
-                first[key] = item
+            first.setdefault(_key(item.row), item)
         # In key order: writers on several nodes then take row locks in one order, so inserting
         # overlapping rows (a client resending to another node) waits instead of deadlocking.
         rows = [first[key].row for key in sorted(first)]
@@ -347,16 +351,24 @@ class BatchWriter:
 
         # asyncpg's UUID hashes and compares like uuid.UUID.
         stored = {(r[0], r[1]) for r in inserted}
-        for key, item in first.items():
-            self._resolve(item, key not in stored)
-        for item in repeats:
-            self._resolve(item, True)
+        committed: list[Committed] = []
+        for item in batch:
+            key = _key(item.row)
+            duplicate = first[key] is not item or key not in stored
+            self._resolve(item, duplicate)
+            committed.append(Committed(item.row, duplicate))
         self._uncertain.difference_update(first)
         self.batches += 1
         self.rows_written += len(stored)
         self.duplicates += len(batch) - len(stored)
         self._conflicting = False
         metrics.flushed(len(batch), elapsed)
+        if self.on_commit is not None:
+            try:
+                self.on_commit(committed)
+            except Exception:
+                # The rows are committed and answered: a failing hook must not touch them.
+                logger.exception("on_commit failed", extra={"action": "hook_error"})
 
     async def _transaction(
         self, columns: list[list[Any]], deadline: float, keys: Iterable[tuple[UUID, Any]]

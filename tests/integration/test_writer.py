@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from ingest.errors import Invalid, Overloaded, Unavailable
-from ingest.rows import StatsRow
+from ingest.rows import Committed, StatsRow
 from ingest.writer import BatchWriter
 from streamstats.db import create_pool
 from tests.proxy import TcpProxy
@@ -41,9 +41,11 @@ def row(stream: uuid.UUID, second: float, bitrate: float = 2500.0) -> StatsRow:
 
 
 @asynccontextmanager
-async def running_writer(settings: Any) -> AsyncIterator[BatchWriter]:
+async def running_writer(
+    settings: Any, on_commit: Callable[[list[Committed]], None] | None = None
+) -> AsyncIterator[BatchWriter]:
     pool = await create_pool(settings.database_url, min_size=1, max_size=2)
-    writer = BatchWriter(settings, pool)
+    writer = BatchWriter(settings, pool, on_commit=on_commit)
     await writer.start()
     try:
         yield writer
@@ -381,3 +383,58 @@ async def test_close_cut_short_during_commit_cleans_up_and_says_rows_may_be_stor
     finally:
         await conn.execute(f"DROP TRIGGER {name} ON stream_latest")
         await conn.execute(f"DROP FUNCTION {name}()")
+
+
+async def test_on_commit_gets_each_committed_batch_once_in_order_after_its_answers(
+    make_settings, conn
+):
+    stream = uuid.uuid4()
+    batches: list[list[Committed]] = []
+    futures: dict[float, asyncio.Future[bool]] = {}
+
+    def on_commit(batch: list[Committed]) -> None:
+        # Called after the batch's futures are resolved, before anyone awaited them.
+        assert all(futures[(r.row.time - T0).total_seconds()].done() for r in batch)
+        batches.append(batch)
+
+    async with running_writer(make_settings(batch_rows=10), on_commit) as writer:
+        for i in range(25):
+            futures[float(i)] = writer.submit(row(stream, i))
+        await asyncio.gather(*futures.values())
+        resent = writer.submit(row(stream, 3))
+        assert await resent is True
+    assert [len(b) for b in batches] == [10, 10, 5, 1]
+    seconds = [(c.row.time - T0).total_seconds() for b in batches for c in b]
+    assert seconds == [float(i) for i in range(25)] + [3.0]
+    assert [c.duplicate for b in batches for c in b] == [False] * 25 + [True]
+
+
+async def test_on_commit_leaves_out_refused_rows_and_its_failure_harms_nothing(
+    make_settings, conn, caplog
+):
+    stream = uuid.uuid4()
+    rows = [row(stream, i) for i in range(6)]
+    rows[2] = rows[2]._replace(quality="excellent")  # violates the quality CHECK
+    rows.append(rows[4])  # repeated within the batch: a duplicate of the first
+    committed: list[Committed] = []
+
+    def on_commit(batch: list[Committed]) -> None:
+        committed.extend(batch)
+        raise RuntimeError("a broken hook")
+
+    async with running_writer(make_settings(batch_ms=200), on_commit) as writer:
+        results = await asyncio.gather(*(writer.submit(r) for r in rows), return_exceptions=True)
+        assert await writer.submit(row(stream, 10)) is False
+    assert isinstance(results[2], Invalid)
+    assert results[:2] + results[3:] == [False, False, False, False, False, True]
+    assert [((c.row.time - T0).total_seconds(), c.duplicate) for c in committed] == [
+        (0.0, False),
+        (1.0, False),
+        (3.0, False),
+        (4.0, False),
+        (5.0, False),
+        (4.0, True),
+        (10.0, False),
+    ]
+    assert len([r for r in caplog.records if r.getMessage() == "on_commit failed"]) >= 2
+    assert await stored(conn, stream) == [0.0, 1.0, 3.0, 4.0, 5.0, 10.0]
