@@ -4,7 +4,9 @@ For each run, each server in turn is started on its own port, driven by the same
 (the same connections, payloads and schedule), then stopped:
   (a) bench/noop_server.py — python-socketio acking without storing: the framework's ceiling;
   (b) `streamstats serve` — validation, batch writer, acknowledgement after COMMIT;
-  (c) bench/naive_server.py — the same app with one INSERT (one transaction) per event.
+  (c) bench/naive_server.py — the same app with one INSERT (one transaction) per event;
+  (m) `streamstats serve` again, with --monitors all-streams monitors (a Node.js process,
+      bench/streamers.js) connected and reading every broadcast: (m)/(b) is what monitors cost.
 Two phases per server:
   max  — C connections, each keeping W updates awaiting their acknowledgement (closed loop):
          acknowledged events/s and p50/p99 latency;
@@ -19,6 +21,9 @@ runs in one process. Both share the machine's cores: compare ratios within one r
 
     .venv/bin/python bench/bench_ingest.py --database postgresql:///streamstats_bench_ingest \
         --runs 3
+    .venv/bin/python bench/bench_ingest.py --servers abm --modes max --runs 3   # with a monitor
+
+The database is created when missing.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ SERVERS = {
     "a": ("no-op python-socketio", [sys.executable, str(ROOT / "bench" / "noop_server.py")]),
     "b": ("streamstats serve", [sys.executable, "-m", "streamstats.cli", "serve"]),
     "c": ("naive INSERT per event", [sys.executable, str(ROOT / "bench" / "naive_server.py")]),
+    # (b) again, with --monitors all-streams monitors connected and reading every broadcast.
+    "m": ("serve + monitors", [sys.executable, "-m", "streamstats.cli", "serve"]),
 }
 
 
@@ -214,9 +221,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def phase(url: str, mode: str, args: argparse.Namespace, pid: int) -> dict[str, Any]:
+def start_monitors(url: str, count: int) -> subprocess.Popen[bytes]:
+    """All-streams monitors in a Node.js process (bench/streamers.js with no streamers)."""
+    token = mint_token(SECRET, role="moderator", ttl=3600)
+    spec = {
+        "url": url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket",
+        "monitors": [token] * count,
+        "streams": [],
+        "interval": 1,
+        "rampPerS": 1000,
+        "base": datetime.now(UTC).isoformat(),
+    }
+    proc = subprocess.Popen(
+        ["node", str(ROOT / "bench" / "streamers.js"), "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "NODE_PATH": str(ROOT / "tests" / "js" / "node_modules")},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write((json.dumps(spec) + "\n").encode())
+    proc.stdin.flush()
+    if proc.stdout.readline().strip() != b"ready":
+        raise RuntimeError("monitors did not connect")
+    return proc
+
+
+def phase(url: str, mode: str, args: argparse.Namespace, pid: int, monitors: int) -> dict[str, Any]:
     """Run one load phase over worker processes; merged counts and latencies."""
     connections = args.connections if mode == "max" else args.rate_connections
+    watching = start_monitors(url, monitors) if monitors else None
     streams = [str(uuid.uuid4()) for _ in range(connections)]
     spec_base = {
         "ws": url.replace("http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket",
@@ -250,6 +283,10 @@ def phase(url: str, mode: str, args: argparse.Namespace, pid: int) -> dict[str, 
         assert proc.stdin is not None
         proc.stdin.write((json.dumps(times) + "\n").encode())
         proc.stdin.flush()
+    if watching is not None:
+        assert watching.stdin is not None
+        watching.stdin.write((json.dumps({"stopAt": times["stop_at"] * 1000}) + "\n").encode())
+        watching.stdin.flush()
     # The server's CPU per acknowledged event holds up better than events/s on a shared machine.
     time.sleep(max(0.0, window_start - time.time()))
     cpu_start = cpu_seconds(pid)
@@ -269,6 +306,11 @@ def phase(url: str, mode: str, args: argparse.Namespace, pid: int) -> dict[str, 
                     merged["errors"][code] = merged["errors"].get(code, 0) + n
             else:
                 merged[key] = merged.get(key, 0) + value
+    if watching is not None:
+        stdout, _ = watching.communicate(timeout=120)
+        merged["monitor_events"] = json.loads(stdout.decode().strip().splitlines()[-1])[
+            "monitorEvents"
+        ]
     merged["throughput"] = merged["acked_in_window"] / args.duration
     merged["server_cpu"] = cpu_used / args.duration
     merged["cpu_ms_per_event"] = cpu_used / max(merged["acked_in_window"], 1) * 1000
@@ -333,6 +375,14 @@ async def reset_database(url: str) -> None:
 
     from streamstats import migrations
 
+    try:
+        await (await asyncpg.connect(url)).close()
+    except asyncpg.InvalidCatalogNameError:
+        admin = await asyncpg.connect(url, database="postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
+        finally:
+            await admin.close()
     await migrations.migrate(url)
     conn = await asyncpg.connect(url)
     try:
@@ -390,10 +440,13 @@ def run_server(key: str, args: argparse.Namespace, log: Path) -> dict[str, Any]:
             stderr=subprocess.DEVNULL,
         )
     try:
-        result: dict[str, Any] = {mode: phase(url, mode, args, proc.pid) for mode in args.modes}
+        result: dict[str, Any] = {
+            mode: phase(url, mode, args, proc.pid, args.monitors if key == "m" else 0)
+            for mode in args.modes
+        }
         if spy is not None:
             spy.wait(60)
-        if key == "b":
+        if key in "bm":
             result["writer"] = writer_metrics(url)
     finally:
         proc.terminate()
@@ -415,11 +468,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--database", default="postgresql:///streamstats_bench_ingest")
-    parser.add_argument("--servers", default="abc", help="which of a, b, c to run")
+    parser.add_argument("--servers", default="abc", help="which of a, b, c, m to run")
+    parser.add_argument("--monitors", type=int, default=1, help="all-streams monitors for (m)")
     parser.add_argument("--modes", nargs="+", default=["max", "rate"], choices=["max", "rate"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=100, help="max phase")
-    parser.add_argument("--window", type=int, default=10, help="updates in flight per connection")
+    parser.add_argument("--window", type=int, default=8, help="updates in flight per connection")
     parser.add_argument("--rate", type=float, default=2000, help="rate phase: events/s offered")
     parser.add_argument("--rate-connections", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
@@ -489,8 +543,16 @@ def main() -> None:
                 f"{med(key, mode, 'p50_ms'):>8.1f} {med(key, mode, 'p99_ms'):>8.1f} "
                 f"{med(key, mode, 'server_cpu'):>10.0%} {med(key, mode, 'cpu_ms_per_event'):>12.3f}"
             )
+        if "b" in args.servers and "m" in args.servers and mode == "max":
+            ratios = [r["m"][mode]["throughput"] / r["b"][mode]["throughput"] for r in runs]
+            events = [r["m"][mode].get("monitor_events", 0) for r in runs]
+            print(
+                f"        (m)/(b) throughput with {args.monitors} all-streams monitor(s): median "
+                f"{statistics.median(ratios):.2f} (runs: {', '.join(f'{x:.2f}' for x in ratios)}); "
+                f"broadcasts received per run {events}"
+            )
         if "a" in args.servers and mode == "max":
-            for key in args.servers.replace("a", ""):
+            for key in (k for k in args.servers if k in "bc"):
                 ratios = [r[key][mode]["throughput"] / r["a"][mode]["throughput"] for r in runs]
                 cpu = [
                     r["a"][mode]["cpu_ms_per_event"] / r[key][mode]["cpu_ms_per_event"]
