@@ -189,7 +189,8 @@ def _field(loc: tuple[int | str, ...]) -> str | None:
     return ".".join(str(part) for part in loc) or None
 
 
-def _invalid(exc: ValidationError) -> Invalid:
+def invalid_from(exc: ValidationError) -> Invalid:
+    """The Invalid naming the first field pydantic refused."""
     error = exc.errors(include_url=False)[0]
     field = _field(error["loc"])
     message = error["msg"]
@@ -208,22 +209,24 @@ def stream_ref(data: Any) -> str:
     try:
         ref = StreamRef.model_validate(data)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_from(exc) from None
     return _stream_id(ref.streamId)
 
 
 def _stream_id(value: str) -> str:
-    return str(_stream_uuid(value))
+    return str(stream_uuid(value))
 
 
-def _stream_uuid(value: str) -> UUID:
+def stream_uuid(value: str) -> UUID:
+    """The UUID of a stream id string, or Invalid naming `streamId`."""
     stream = parse_stream_id(value)
     if stream is None:
         raise Invalid("streamId: must be a UUID string", field="streamId")
     return stream
 
 
-def _timestamp(value: str | None, now: datetime, retention: timedelta) -> datetime:
+def parse_timestamp(value: str | None, now: datetime, retention: timedelta) -> datetime:
+    """A client timestamp (missing = `now`) in UTC, or Invalid naming `timestamp`."""
     if value is None:
         return now
     try:
@@ -256,9 +259,9 @@ def parse_update(
     try:
         update = Update.model_validate(data)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_from(exc) from None
     if stream is None:
-        stream = _stream_uuid(update.streamId)
+        stream = stream_uuid(update.streamId)
     stats = update.stats
     resolution = stats.resolution or NO_RESOLUTION
     bandwidth = stats.bandwidth or NO_BANDWIDTH
@@ -276,7 +279,7 @@ def parse_update(
     if all(value is None for value in metrics):
         raise Invalid("stats: at least one metric is required", field="stats")
     band = quality(stats.packetLoss, stats.latency, stats.fps)
-    moment = _timestamp(update.timestamp, now, retention)
+    moment = parse_timestamp(update.timestamp, now, retention)
     row = StatsRow(moment, stream, *metrics, band)
     return ValidUpdate(row=row, stream_id=str(stream), timestamp=isoformat(moment))
 
