@@ -4,7 +4,9 @@ On a dedicated benchmark database (dropped and re-created, then migrated), for e
 history of `--streams` streams, one sample a minute each, generated with SQL generate_series
 through the normal trigger path; one full refresh; then `--runs` times: one new minute for every
 stream (12 samples each, 5 s apart) and the refresh that follows. Then 7-day `stream_stats_1h`
-queries (one stream; all streams), a day of one stream from `stream_stats_1m`. Finally the
+queries (one stream; all streams), a day of one stream from `stream_stats_1m`. With
+`--explain`, the plans of the one-stream queries at the largest size (they show whether the
+`bucket` / `stream_id` filters reach the pending keys and the raw primary key). Finally the
 writer's own batch statement (`write_batch`) with the invalidation trigger on and off.
 
     .venv/bin/python bench/bench_rollups.py --server postgresql:///streamstats \
@@ -112,7 +114,20 @@ async def timed(conn: asyncpg.Connection, sql: str, *args: object, runs: int) ->
     return statistics.median(times), rows
 
 
-async def one_size(server: str, size: int, streams: int, runs: int) -> dict[str, float]:
+EXPLAIN = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+
+
+async def explain(conn: asyncpg.Connection, label: str, sql: str, *args: object) -> None:
+    """Print the executed plan, so a filter that stops reaching an index shows."""
+    plan = await conn.fetch(EXPLAIN + sql, *args)
+    print(f"  plan of {label}:")
+    for row in plan:
+        print("    " + row[0])
+
+
+async def one_size(
+    server: str, size: int, streams: int, runs: int, plans: bool = False
+) -> dict[str, float]:
     url = await fresh_database(server)
     conn = await asyncpg.connect(url)
     try:
@@ -152,6 +167,12 @@ async def one_size(server: str, size: int, streams: int, runs: int) -> dict[str,
             seconds, rows = await timed(conn, sql, end, runs=runs)
             result[label] = seconds
             print(f"  {label}: median {seconds * 1000:.1f} ms ({rows:,} rows)")
+        if plans:
+            for label, sql in (
+                ("7-day stream_stats_1h, one stream", WEEK_ONE_STREAM),
+                ("1-day stream_stats_1m, one stream", DAY_ONE_STREAM_1M),
+            ):
+                await explain(conn, label, sql, end)
         return result
     finally:
         await conn.close()
@@ -205,11 +226,13 @@ async def main() -> None:
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-trigger", action="store_true")
+    parser.add_argument("--explain", action="store_true", help="plans at the largest size")
     args = parser.parse_args()
     results = {}
     for size in args.sizes:
         print(f"{size:,} raw rows, {args.streams:,} streams:")
-        results[size] = await one_size(args.server, size, args.streams, args.runs)
+        plans = args.explain and size == args.sizes[-1]
+        results[size] = await one_size(args.server, size, args.streams, args.runs, plans)
     if len(args.sizes) > 1:
         small, large = results[args.sizes[0]], results[args.sizes[-1]]
         print(
