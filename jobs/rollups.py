@@ -16,7 +16,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Refreshed:
-    """What one refresh did: rollup rows written or deleted, buckets recomputed per granularity."""
+    """What one refresh did: rollup rows deleted plus written, buckets recomputed per granularity.
+
+    A recomputed bucket's row is deleted and written again, so it counts twice in `rows`.
+    """
 
     rows: int
     minutes: int
@@ -33,14 +36,17 @@ async def refresh(conn: asyncpg.Connection, now: datetime) -> Refreshed:
     """
     await conn.execute(queries["rollups_keys_table"])
     done: dict[str, asyncpg.Record] = {}
+    rows = 0
     for step, claim in (("1m", "minutes"), ("1h", "hours"), ("1d", "days")):
         # The minutes step queues hours and days, so it goes first and they see its queue.
         await conn.execute(queries["rollups_keys_clear"])
         await conn.execute(queries[f"rollups_claim_{claim}"], now)
         await conn.execute(queries["rollups_keys_analyze"])
-        done[step] = await conn.fetchrow(queries[f"rollups_recompute_{step}"])
+        rows += await conn.fetchval(queries[f"rollups_forget_{step}"])
+        done[step] = await conn.fetchrow(queries[f"rollups_store_{step}"])
+        rows += done[step]["rows"]
     return Refreshed(
-        rows=sum(record["rows"] for record in done.values()),
+        rows=rows,
         minutes=done["1m"]["buckets"],
         hours=done["1h"]["buckets"],
         days=done["1d"]["buckets"],

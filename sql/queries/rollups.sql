@@ -2,7 +2,10 @@
 -- under the `rollups` job lock. A step claims log entries, then recomputes their buckets from raw
 -- rows in a later statement: whatever it claimed was committed, so its rows are visible then; a
 -- writer that commits in between still has its own log entries, unclaimed, and the next refresh
--- recomputes its buckets again. Nothing committed is ever left out.
+-- recomputes its buckets again. Nothing committed is ever left out. A recomputed bucket's row is
+-- deleted and written again (`forget`, then `store`, with the aggregates of rollup_bucket() in
+-- sql/idempotent/010_rollup_bucket.sql), so no column list is repeated here; readers see the
+-- old row until the refresh commits.
 
 -- rollups_lock --
 -- Wait for the rollups job's advisory lock until the end of the transaction (retention uses it).
@@ -53,59 +56,22 @@ WITH claimed AS (
 INSERT INTO rollup_refresh_keys (stream_id, bucket)
 SELECT stream_id, bucket FROM claimed
 
--- rollups_recompute_1m --
--- Recompute the claimed minutes from raw rows and queue their hours and days.
-WITH fresh AS (
-    SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
-           avg(r.bitrate_kbps) AS bitrate_kbps_avg,
-           min(r.bitrate_kbps) AS bitrate_kbps_min,
-           max(r.bitrate_kbps) AS bitrate_kbps_max,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p50,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p95,
-           avg(r.fps) AS fps_avg, min(r.fps) AS fps_min,
-           avg(r.packet_loss_pct) AS packet_loss_pct_avg,
-           max(r.packet_loss_pct) AS packet_loss_pct_max,
-           avg(r.latency_ms) AS latency_ms_avg,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS latency_ms_p95,
-           max(r.latency_ms) AS latency_ms_max,
-           (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
-           (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
-           (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
-    FROM rollup_refresh_keys k
-    JOIN stream_stats r
-      ON r.stream_id = k.stream_id
-     AND r.time >= k.bucket AND r.time < k.bucket + interval '1 minute'
-     -- Redundant with the range, but an equality: a backfill-sized key set can then be
-     -- hash-joined instead of merge-joined per stream, which compares every row with every key.
-     AND time_bucket('1 minute', r.time) = k.bucket
-    GROUP BY k.bucket, k.stream_id
-),
-emptied AS (
-    -- Buckets whose raw rows were all deleted lose their rollup row.
+-- rollups_forget_1m --
+-- Delete the materialized rows of the claimed minutes; rollups_store_1m writes them again.
+WITH forgotten AS (
     DELETE FROM rollup_1m m USING rollup_refresh_keys k
     WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
-      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
     RETURNING 1
-),
-upserted AS (
-    INSERT INTO rollup_1m SELECT * FROM fresh
-    ON CONFLICT (stream_id, bucket) DO UPDATE SET
-        samples = EXCLUDED.samples,
-        bitrate_kbps_avg = EXCLUDED.bitrate_kbps_avg,
-        bitrate_kbps_min = EXCLUDED.bitrate_kbps_min,
-        bitrate_kbps_max = EXCLUDED.bitrate_kbps_max,
-        bitrate_kbps_p50 = EXCLUDED.bitrate_kbps_p50,
-        bitrate_kbps_p95 = EXCLUDED.bitrate_kbps_p95,
-        fps_avg = EXCLUDED.fps_avg,
-        fps_min = EXCLUDED.fps_min,
-        packet_loss_pct_avg = EXCLUDED.packet_loss_pct_avg,
-        packet_loss_pct_max = EXCLUDED.packet_loss_pct_max,
-        latency_ms_avg = EXCLUDED.latency_ms_avg,
-        latency_ms_p95 = EXCLUDED.latency_ms_p95,
-        latency_ms_max = EXCLUDED.latency_ms_max,
-        good_samples = EXCLUDED.good_samples,
-        fair_samples = EXCLUDED.fair_samples,
-        poor_samples = EXCLUDED.poor_samples
+)
+SELECT count(*) FROM forgotten
+
+-- rollups_store_1m --
+-- Materialize the claimed minutes from raw rows (none for an emptied one); queue their hours and days.
+WITH stored AS (
+    INSERT INTO rollup_1m
+    SELECT k.bucket, k.stream_id, a.*
+    FROM rollup_refresh_keys k
+    CROSS JOIN LATERAL rollup_bucket(k.stream_id, k.bucket, interval '1 minute') a
     RETURNING 1
 ),
 queued AS (
@@ -117,124 +83,50 @@ queued AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
+SELECT (SELECT count(*) FROM stored) AS rows,
        (SELECT count(*) FROM rollup_refresh_keys) AS buckets,
        (SELECT count(*) FROM queued) AS queued
 
--- rollups_recompute_1h --
--- Recompute the claimed hours from raw rows (percentiles do not compose from minutes).
-WITH fresh AS (
-    SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
-           avg(r.bitrate_kbps) AS bitrate_kbps_avg,
-           min(r.bitrate_kbps) AS bitrate_kbps_min,
-           max(r.bitrate_kbps) AS bitrate_kbps_max,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p50,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p95,
-           avg(r.fps) AS fps_avg, min(r.fps) AS fps_min,
-           avg(r.packet_loss_pct) AS packet_loss_pct_avg,
-           max(r.packet_loss_pct) AS packet_loss_pct_max,
-           avg(r.latency_ms) AS latency_ms_avg,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS latency_ms_p95,
-           max(r.latency_ms) AS latency_ms_max,
-           (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
-           (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
-           (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
-    FROM rollup_refresh_keys k
-    JOIN stream_stats r
-      ON r.stream_id = k.stream_id
-     AND r.time >= k.bucket AND r.time < k.bucket + interval '1 hour'
-     -- Redundant with the range, but an equality: a backfill-sized key set can then be
-     -- hash-joined instead of merge-joined per stream, which compares every row with every key.
-     AND time_bucket('1 hour', r.time) = k.bucket
-    GROUP BY k.bucket, k.stream_id
-),
-emptied AS (
-    -- Buckets whose raw rows were all deleted lose their rollup row.
+-- rollups_forget_1h --
+-- Delete the materialized rows of the claimed hours; rollups_store_1h writes them again.
+WITH forgotten AS (
     DELETE FROM rollup_1h m USING rollup_refresh_keys k
     WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
-      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
-    RETURNING 1
-),
-upserted AS (
-    INSERT INTO rollup_1h SELECT * FROM fresh
-    ON CONFLICT (stream_id, bucket) DO UPDATE SET
-        samples = EXCLUDED.samples,
-        bitrate_kbps_avg = EXCLUDED.bitrate_kbps_avg,
-        bitrate_kbps_min = EXCLUDED.bitrate_kbps_min,
-        bitrate_kbps_max = EXCLUDED.bitrate_kbps_max,
-        bitrate_kbps_p50 = EXCLUDED.bitrate_kbps_p50,
-        bitrate_kbps_p95 = EXCLUDED.bitrate_kbps_p95,
-        fps_avg = EXCLUDED.fps_avg,
-        fps_min = EXCLUDED.fps_min,
-        packet_loss_pct_avg = EXCLUDED.packet_loss_pct_avg,
-        packet_loss_pct_max = EXCLUDED.packet_loss_pct_max,
-        latency_ms_avg = EXCLUDED.latency_ms_avg,
-        latency_ms_p95 = EXCLUDED.latency_ms_p95,
-        latency_ms_max = EXCLUDED.latency_ms_max,
-        good_samples = EXCLUDED.good_samples,
-        fair_samples = EXCLUDED.fair_samples,
-        poor_samples = EXCLUDED.poor_samples
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
+SELECT count(*) FROM forgotten
+
+-- rollups_store_1h --
+-- Materialize the claimed hours from raw rows (percentiles do not compose from minutes).
+WITH stored AS (
+    INSERT INTO rollup_1h
+    SELECT k.bucket, k.stream_id, a.*
+    FROM rollup_refresh_keys k
+    CROSS JOIN LATERAL rollup_bucket(k.stream_id, k.bucket, interval '1 hour') a
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM stored) AS rows,
        (SELECT count(*) FROM rollup_refresh_keys) AS buckets
 
--- rollups_recompute_1d --
--- Recompute the claimed days from raw rows.
-WITH fresh AS (
-    SELECT k.bucket, k.stream_id, count(*)::integer AS samples,
-           avg(r.bitrate_kbps) AS bitrate_kbps_avg,
-           min(r.bitrate_kbps) AS bitrate_kbps_min,
-           max(r.bitrate_kbps) AS bitrate_kbps_max,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p50,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.bitrate_kbps) AS bitrate_kbps_p95,
-           avg(r.fps) AS fps_avg, min(r.fps) AS fps_min,
-           avg(r.packet_loss_pct) AS packet_loss_pct_avg,
-           max(r.packet_loss_pct) AS packet_loss_pct_max,
-           avg(r.latency_ms) AS latency_ms_avg,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms) AS latency_ms_p95,
-           max(r.latency_ms) AS latency_ms_max,
-           (count(*) FILTER (WHERE r.quality = 'good'))::integer AS good_samples,
-           (count(*) FILTER (WHERE r.quality = 'fair'))::integer AS fair_samples,
-           (count(*) FILTER (WHERE r.quality = 'poor'))::integer AS poor_samples
-    FROM rollup_refresh_keys k
-    JOIN stream_stats r
-      ON r.stream_id = k.stream_id
-     AND r.time >= k.bucket AND r.time < k.bucket + interval '1 day'
-     -- Redundant with the range, but an equality: a backfill-sized key set can then be
-     -- hash-joined instead of merge-joined per stream, which compares every row with every key.
-     AND time_bucket('1 day', r.time) = k.bucket
-    GROUP BY k.bucket, k.stream_id
-),
-emptied AS (
-    -- Buckets whose raw rows were all deleted lose their rollup row.
+-- rollups_forget_1d --
+-- Delete the materialized rows of the claimed days; rollups_store_1d writes them again.
+WITH forgotten AS (
     DELETE FROM rollup_1d m USING rollup_refresh_keys k
     WHERE m.stream_id = k.stream_id AND m.bucket = k.bucket
-      AND NOT EXISTS (SELECT 1 FROM fresh f WHERE f.stream_id = k.stream_id AND f.bucket = k.bucket)
-    RETURNING 1
-),
-upserted AS (
-    INSERT INTO rollup_1d SELECT * FROM fresh
-    ON CONFLICT (stream_id, bucket) DO UPDATE SET
-        samples = EXCLUDED.samples,
-        bitrate_kbps_avg = EXCLUDED.bitrate_kbps_avg,
-        bitrate_kbps_min = EXCLUDED.bitrate_kbps_min,
-        bitrate_kbps_max = EXCLUDED.bitrate_kbps_max,
-        bitrate_kbps_p50 = EXCLUDED.bitrate_kbps_p50,
-        bitrate_kbps_p95 = EXCLUDED.bitrate_kbps_p95,
-        fps_avg = EXCLUDED.fps_avg,
-        fps_min = EXCLUDED.fps_min,
-        packet_loss_pct_avg = EXCLUDED.packet_loss_pct_avg,
-        packet_loss_pct_max = EXCLUDED.packet_loss_pct_max,
-        latency_ms_avg = EXCLUDED.latency_ms_avg,
-        latency_ms_p95 = EXCLUDED.latency_ms_p95,
-        latency_ms_max = EXCLUDED.latency_ms_max,
-        good_samples = EXCLUDED.good_samples,
-        fair_samples = EXCLUDED.fair_samples,
-        poor_samples = EXCLUDED.poor_samples
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM upserted) + (SELECT count(*) FROM emptied) AS rows,
+SELECT count(*) FROM forgotten
+
+-- rollups_store_1d --
+-- Materialize the claimed UTC days from raw rows.
+WITH stored AS (
+    INSERT INTO rollup_1d
+    SELECT k.bucket, k.stream_id, a.*
+    FROM rollup_refresh_keys k
+    CROSS JOIN LATERAL rollup_bucket(k.stream_id, k.bucket, interval '1 day') a
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM stored) AS rows,
        (SELECT count(*) FROM rollup_refresh_keys) AS buckets
 
 -- rollups_delete_1m_before --

@@ -131,3 +131,91 @@ def test_concurrent_migrates_apply_each_migration_once(empty_database):
 
     results = asyncio.run(both())
     assert sorted(len(r) for r in results) == [0, len(migrations.discover())]
+
+
+async def _fetchval(url: str, sql: str) -> object:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+def _folders(tmp_path, idempotent: dict[str, str]):
+    """A run-once folder with one table and an idempotent folder next to it."""
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001_table.sql").write_text("CREATE TABLE t (x int);")
+    (tmp_path / "idempotent").mkdir(exist_ok=True)
+    for name, sql in idempotent.items():
+        (tmp_path / "idempotent" / name).write_text(sql)
+    return tmp_path / "migrations"
+
+
+def test_idempotent_files_are_reapplied_by_every_migrate(empty_database, tmp_path):
+    folder = _folders(
+        tmp_path,
+        {
+            "010_answer.sql": "CREATE OR REPLACE FUNCTION answer() RETURNS int "
+            "LANGUAGE sql AS 'SELECT 1';",
+            # Applied after 010, in file order: it may use what 010 defines.
+            "020_view.sql": "CREATE OR REPLACE VIEW answers AS SELECT answer() AS a, x FROM t;",
+        },
+    )
+    assert [m.label for m in asyncio.run(migrations.migrate(empty_database, folder))] == [
+        "0001_table"
+    ]
+    assert asyncio.run(_fetchval(empty_database, "SELECT answer()")) == 1
+
+    (tmp_path / "idempotent" / "010_answer.sql").write_text(
+        "CREATE OR REPLACE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 2';"
+    )
+    asyncio.run(_fetchval(empty_database, "DROP VIEW answers"))
+    # Nothing left to run once, but the edited function and the dropped view are re-created.
+    assert asyncio.run(migrations.migrate(empty_database, folder)) == []
+    assert asyncio.run(_fetchval(empty_database, "SELECT answer()")) == 2
+    assert asyncio.run(_fetchval(empty_database, "SELECT count(*) FROM answers")) == 0
+
+
+def test_a_broken_idempotent_file_fails_the_migrate_and_changes_nothing(empty_database, tmp_path):
+    folder = _folders(
+        tmp_path,
+        {
+            "010_answer.sql": "CREATE OR REPLACE FUNCTION answer() RETURNS int "
+            "LANGUAGE sql AS 'SELECT 1';"
+        },
+    )
+    asyncio.run(migrations.migrate(empty_database, folder))
+    (tmp_path / "idempotent" / "010_answer.sql").write_text(
+        "CREATE OR REPLACE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 2';"
+    )
+    (tmp_path / "idempotent" / "020_broken.sql").write_text(
+        "CREATE OR REPLACE VIEW half_made AS SELECT 1 AS x; SELECT no_such_function();"
+    )
+    with pytest.raises(MigrationError, match=r"idempotent/020_broken\.sql failed: .*no_such"):
+        asyncio.run(migrations.migrate(empty_database, folder))
+    # The earlier file's change is rolled back with the broken one's.
+    assert asyncio.run(_fetchval(empty_database, "SELECT answer()")) == 1
+    assert asyncio.run(_fetchval(empty_database, "SELECT to_regclass('half_made')")) is None
+
+
+def test_a_badly_named_idempotent_file_is_refused(tmp_path):
+    (tmp_path / "idempotent").mkdir()
+    (tmp_path / "idempotent" / "views.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"views\.sql: idempotent files are named NNN_"):
+        migrations.discover_idempotent(tmp_path / "idempotent")
+
+
+async def test_the_shipped_views_come_back_with_their_grant_after_a_drop(empty_database):
+    await migrations.migrate(empty_database)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute("DROP VIEW stream_stats_1h")
+        await migrations.migrate(empty_database)
+        grant = await conn.fetchval(
+            "SELECT has_table_privilege('streamstats_analyst', 'stream_stats_1h', 'SELECT')"
+        )
+        definition = await conn.fetchval("SELECT pg_get_viewdef('stream_stats_1h')")
+    finally:
+        await conn.close()
+    assert grant is True
+    assert "rollup_bucket(" in definition
