@@ -367,7 +367,9 @@ class IngestApp:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
-            principal = decode_token(token, self._secret)
+            principal = decode_token(
+                token, self._secret, clock_skew=self.settings.token_clock_skew.total_seconds()
+            )
         except Unauthorized as exc:
             logger.info(
                 "connection refused: %s", exc, extra={"action": "connect_refused", "sid": sid}

@@ -1,7 +1,8 @@
-"""Who a connection is: HS256 JWTs checked at connect, and what each role may do.."""
+"""Who a connection is: HS256 JWTs checked at connect, and what each role may do."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -23,6 +24,13 @@ MONITORS = frozenset({"moderator", "analyst", "admin"})
 # Roles whose tokens must name their streams.
 SCOPED = frozenset({"streamer", "viewer"})
 ALGORITHM = "HS256"
+# Real tokens are a few hundred bytes; a bigger one is refused before its signature is checked.
+MAX_TOKEN_CHARS = 8192
+# The one spelling docs/protocol.md names: 8-4-4-4-12 hex digits, either case. Not braces,
+# `urn:uuid:`, bare hex or hyphens elsewhere, which `uuid.UUID()` would also take.
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 # The table "What each role may do" of docs/protocol.md; a role may act only within its streams.
 _ALLOWED: dict[Action, frozenset[str]] = {
@@ -66,13 +74,10 @@ class Principal:
 
 
 def parse_stream_id(value: Any) -> uuid.UUID | None:
-    """The UUID of a stream id string, or None if it is not one."""
-    if not isinstance(value, str) or len(value) > 64:
+    """The UUID of a canonically spelled stream id string (any case), or None."""
+    if not isinstance(value, str) or _CANONICAL_UUID.fullmatch(value) is None:
         return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
+    return uuid.UUID(value)
 
 
 def canonical_stream_id(value: Any) -> str | None:
@@ -81,10 +86,18 @@ def canonical_stream_id(value: Any) -> str | None:
     return None if stream is None else str(stream)
 
 
-def decode_token(token: Any, secret: str) -> Principal:
-    """Verify a JWT and return its principal; raise Unauthorized saying what is wrong."""
+def decode_token(token: Any, secret: str, *, clock_skew: float = 0.0) -> Principal:
+    """Verify a JWT and return its principal; raise Unauthorized saying what is wrong.
+
+    `clock_skew` (seconds): how far in the future the issuer's clock may put `iat` and `nbf`.
+    `exp` gets no such grace: a token is expired the moment its `exp` passes here.
+    """
     if not isinstance(token, str) or not token:
         raise Unauthorized("a token is required: connect with auth: { token }")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized(
+            f"the token is {len(token)} characters; at most {MAX_TOKEN_CHARS} are accepted"
+        )
     try:
         # Pinning the algorithm list refuses `alg: none` and any asymmetric-key confusion.
         claims = jwt.decode(
@@ -92,15 +105,23 @@ def decode_token(token: Any, secret: str) -> Principal:
             secret,
             algorithms=[ALGORITHM],
             options={"require": ["sub", "role", "exp"]},
+            leeway=clock_skew,
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the token has expired") from None
+    except jwt.ImmatureSignatureError as exc:
+        raise Unauthorized(
+            f"the token is not valid yet ({exc}): its issuer's clock is more than "
+            f"{clock_skew:g}s ahead"
+        ) from None
     except jwt.InvalidSignatureError:
         raise Unauthorized("the token's signature is invalid") from None
     except jwt.MissingRequiredClaimError as exc:
         raise Unauthorized(f"the token has no {exc.claim!r} claim") from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"the token is invalid: {exc}") from None
+    if float(claims["exp"]) <= time.time():
+        raise Unauthorized("the token has expired")  # within the leeway PyJWT applied to it
     return _principal(claims)
 
 
@@ -146,5 +167,5 @@ def mint_token(
     claims: dict[str, Any] = {"sub": sub or role, "role": role, "iat": now}
     claims["exp"] = now + int(seconds)
     if ids:
-        claims["streams"] = [str(uuid.UUID(item)) for item in ids]
+        claims["streams"] = [item.lower() for item in ids]
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

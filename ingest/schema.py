@@ -23,6 +23,12 @@ from ingest.rows import StatsRow
 MAX_FUTURE = timedelta(minutes=5)
 MAX_TIMESTAMP_CHARS = 64
 
+# The RFC 3339 form of ISO 8601 that docs/protocol.md accepts: `T`, seconds, a zone, and up to
+# 9 fractional digits (nanosecond clocks); the 7th digit on is cut, storage keeps microseconds.
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.(?P<fraction>\d{1,9}))?(?:Z|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
 # Where an event packet's `["name", …]` array starts; JSON allows whitespace around `[`.
 _ARRAY_START = re.compile(r"\s*\[\s*")
 
@@ -229,14 +235,19 @@ def parse_timestamp(value: str | None, now: datetime, retention: timedelta) -> d
     """A client timestamp (missing = `now`) in UTC, or Invalid naming `timestamp`."""
     if value is None:
         return now
+    match = _TIMESTAMP.fullmatch(value)
     try:
+        if match is None:
+            raise ValueError(value)
+        fraction = match.end("fraction")
+        if fraction - match.start("fraction") > 6:
+            value = value[: match.start("fraction") + 6] + value[fraction:]
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise Invalid(
-            "timestamp: must be ISO 8601, e.g. 2025-01-21T10:30:00.000Z", field="timestamp"
+            "timestamp: must be ISO 8601 with a zone, e.g. 2025-01-21T10:30:00.000Z",
+            field="timestamp",
         ) from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise Invalid("timestamp: must carry a zone (Z or an offset)", field="timestamp")
     if moment > now + MAX_FUTURE:
         raise Invalid("timestamp: is more than 5 minutes in the future", field="timestamp")
     if moment < now - retention:
@@ -266,15 +277,15 @@ def parse_update(
     resolution = stats.resolution or NO_RESOLUTION
     bandwidth = stats.bandwidth or NO_BANDWIDTH
     metrics = (
-        stats.bitrate,
-        stats.fps,
+        _plus_zero(stats.bitrate),
+        _plus_zero(stats.fps),
         resolution.width,
         resolution.height,
-        stats.audioLevel,
-        stats.packetLoss,
-        stats.latency,
-        bandwidth.upload,
-        bandwidth.download,
+        _plus_zero(stats.audioLevel),
+        _plus_zero(stats.packetLoss),
+        _plus_zero(stats.latency),
+        _plus_zero(bandwidth.upload),
+        _plus_zero(bandwidth.download),
     )
     if all(value is None for value in metrics):
         raise Invalid("stats: at least one metric is required", field="stats")
@@ -282,6 +293,11 @@ def parse_update(
     moment = parse_timestamp(update.timestamp, now, retention)
     row = StatsRow(moment, stream, *metrics, band)
     return ValidUpdate(row=row, stream_id=str(stream), timestamp=isoformat(moment))
+
+
+def _plus_zero(value: float | None) -> float | None:
+    """`-0.0` as `0.0`: adding +0.0 does it and changes no other float (ints have no -0)."""
+    return value + 0.0 if isinstance(value, float) else value
 
 
 def stats_payload(row: Any) -> dict[str, Any]:

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     cors_origins: Annotated[list[str], NoDecode] = ["*"]
+    # An Engine.IO connection that joined no namespace this long is closed (JS `connectTimeout`).
+    connect_timeout: Duration = timedelta(seconds=45)
+    # How far ahead of ours a token issuer's clock may be (`iat`/`nbf` in the future).
+    token_clock_skew: Annotated[timedelta, Field(ge=timedelta(0))] = timedelta(seconds=30)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -100,6 +104,8 @@ class Settings(BaseSettings):
         "drop_baseline_window",
         "drops_first_lookback",
         "presence_ttl",
+        "connect_timeout",
+        "token_clock_skew",
         mode="before",
     )
     @classmethod

@@ -175,3 +175,32 @@ async def test_an_expired_token_stops_writing_and_is_disconnected(server, conn):
     assert "expired" in after["error"]["message"]
     assert connected is False
     assert count == 1
+
+
+async def test_a_token_issued_a_little_ahead_of_the_server_clock_is_accepted(server):
+    token = jwt.encode(_claims(iat=int(time.time()) + 10), JWT_SECRET, "HS256")
+    async with Clients(server) as clients:
+        client = await clients.connect("streamer", token=token)
+        assert client.sio.connected
+        error = await clients.refused(
+            {"token": jwt.encode(_claims(iat=int(time.time()) + 600), JWT_SECRET, "HS256")}
+        )
+    assert error["data"]["code"] == "unauthorized" and "ahead" in error["data"]["message"]
+
+
+async def test_a_huge_token_gets_a_connect_error(server):
+    # ~800 KB: below the transport's 1,000,000-byte message limit, the connect packet arrives.
+    token = jwt.encode(_claims(pad="x" * 600_000), JWT_SECRET, "HS256")
+    async with Clients(server) as clients:
+        error = await clients.refused({"token": token})
+    assert error["data"]["code"] == "unauthorized"
+    assert "at most 8192" in error["data"]["message"]
+
+
+async def test_stream_ids_must_be_spelled_canonically(server):
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [STREAM])
+        braces = await streamer.call("stream:stats:update", guide_update("{" + STREAM + "}"))
+        upper = await streamer.call("stream:stats:update", guide_update(STREAM.upper()))
+    assert braces["error"]["code"] == "invalid" and braces["error"]["field"] == "streamId"
+    assert upper["ok"] is True and upper["streamId"] == STREAM

@@ -125,3 +125,45 @@ def test_roles_may_do_what_the_protocol_table_says_on_their_streams(role, stream
 def test_minting_a_streamer_token_without_a_stream_is_refused():
     with pytest.raises(Exception, match="at least one stream"):
         mint_token(SECRET, role="streamer", streams=[])
+
+
+def _signed(**overrides) -> str:
+    return jwt.encode(_claims(**overrides), SECRET, algorithm="HS256")
+
+
+def test_a_token_issued_slightly_in_the_future_is_accepted_within_the_clock_skew():
+    token = _signed(iat=int(time.time()) + 20, nbf=int(time.time()) + 20)
+    assert decode_token(token, SECRET, clock_skew=30).sub == "u1"
+    with pytest.raises(Unauthorized, match="not valid yet"):
+        decode_token(token, SECRET, clock_skew=5)
+
+
+def test_a_token_issued_beyond_the_clock_skew_is_refused():
+    with pytest.raises(Unauthorized, match="30s ahead"):
+        decode_token(_signed(iat=int(time.time()) + 120), SECRET, clock_skew=30)
+
+
+def test_the_clock_skew_gives_no_grace_to_an_expired_token():
+    with pytest.raises(Unauthorized, match="expired"):
+        decode_token(_signed(exp=int(time.time()) - 2), SECRET, clock_skew=30)
+
+
+def test_an_oversize_token_is_refused_before_its_signature_is_checked():
+    token = _signed(pad="x" * 10_000)
+    with pytest.raises(Unauthorized, match="at most 8192"):
+        decode_token(token, SECRET)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{123e4567-e89b-12d3-a456-426614174000}",
+        "urn:uuid:123e4567-e89b-12d3-a456-426614174000",
+        "123e4567e89b12d3a456426614174000",
+        "123e4567-e89b12d3-a456-4266-14174000",
+        " 123e4567-e89b-12d3-a456-426614174000",
+    ],
+)
+def test_stream_ids_in_tokens_must_be_spelled_canonically(spelling):
+    with pytest.raises(Unauthorized, match="stream UUIDs"):
+        decode_token(_signed(streams=[spelling]), SECRET)

@@ -1,4 +1,5 @@
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -149,6 +150,60 @@ def test_stream_references_are_validated_and_canonical():
     for bad in [{}, {"streamId": "x"}, {"streamId": 5}, "x", None]:
         with pytest.raises(Invalid):
             stream_ref(bad)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "{" + STREAM + "}",
+        "urn:uuid:" + STREAM,
+        STREAM.replace("-", ""),
+        STREAM.replace("-", "")[:12] + "-" + STREAM.replace("-", "")[12:],
+        STREAM + "\n",
+        "\uff11" + STREAM[1:],
+    ],
+)
+def test_only_the_canonical_uuid_spelling_is_a_stream_id(spelling):
+    with pytest.raises(Invalid, match="streamId"):
+        stream_ref({"streamId": spelling})
+    with pytest.raises(Invalid, match="streamId"):
+        parse(guide_payload(streamId=spelling))
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2026-03-01 11:59:30Z",
+        "2026-03-01t11:59:30z",
+        "20260301T115930Z",
+        "2026-03-01T115930Z",
+        "2026-03-01T11:59Z",
+        "2026-03-01T11:59:30+0100",
+        "2026-03-01T11:59:30.Z",
+        "2026-03-01T11:59:30.1234567890Z",
+        "2026-060T11:59:30Z",
+        "2026-W09-7T11:59:30Z",
+        "2026-03-01T11:59:60Z",
+        "\u0662026-03-01T11:59:30Z",
+    ],
+)
+def test_timestamps_must_be_rfc_3339(timestamp):
+    with pytest.raises(Invalid, match="timestamp"):
+        parse(guide_payload(timestamp=timestamp))
+
+
+def test_fractions_beyond_microseconds_are_cut_to_what_is_stored():
+    update = parse(guide_payload(timestamp="2026-03-01T11:59:30.123456789Z"))
+    assert update.row.time == datetime(2026, 3, 1, 11, 59, 30, 123456, tzinfo=UTC)
+    assert update.timestamp == "2026-03-01T11:59:30.123456Z"
+    moment = datetime(2026, 3, 1, 11, 59, 30, 100000, tzinfo=UTC)
+    assert parse(guide_payload(timestamp="2026-03-01T11:59:30.1Z")).row.time == moment
+
+
+def test_negative_zero_is_stored_as_zero():
+    row = parse(with_stats(bitrate=-0.0, audioLevel=-0.0, packetLoss=-0.0)).row
+    for value in (row.bitrate_kbps, row.audio_level_db, row.packet_loss_pct):
+        assert value == 0 and math.copysign(1, value) == 1
 
 
 def test_wire_json_reads_ordinary_packets_like_json():
