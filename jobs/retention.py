@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 async def run(ctx: JobContext) -> int:
-    """Drop raw chunks older than raw_retention, delete 1-minute rollups older than theirs."""
+    """Drop raw chunks past raw_retention; delete 1-minute rollups and advice past theirs."""
     raw_before = ctx.now - ctx.settings.raw_retention
     minutes_before = ctx.now - ctx.settings.rollup_1m_retention
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -23,18 +23,23 @@ async def run(ctx: JobContext) -> int:
         await refresh(conn, ctx.now)
         chunks = await conn.fetchval(queries["retention_drop_raw"], raw_before)
         status = await conn.execute(queries["rollups_delete_1m_before"], minutes_before)
+        # Advice is kept as long as the 1-minute rollups it is read next to.
+        advice = await conn.execute(queries["advice_delete_before"], minutes_before)
     deleted = int(status.split()[-1])
+    advice_deleted = int(advice.split()[-1])
     logger.info(
-        "retention: dropped %d raw chunks before %s, %d one-minute rollups before %s",
+        "retention: dropped %d raw chunks before %s, %d one-minute rollups and %d advice before %s",
         chunks,
         raw_before,
         deleted,
+        advice_deleted,
         minutes_before,
         extra={
             "action": "retention",
             "raw_before": raw_before,
             "chunks": chunks,
             "rollups_1m_deleted": deleted,
+            "advice_deleted": advice_deleted,
         },
     )
-    return int(chunks) + deleted
+    return int(chunks) + deleted + advice_deleted

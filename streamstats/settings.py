@@ -94,6 +94,21 @@ class Settings(BaseSettings):
     drop_min_baseline_kbps: float = Field(300.0, ge=0)
     drops_first_lookback: Duration = timedelta(hours=1)
 
+    # Quality advice to streamers (analytics/advice.py; docs/protocol.md, "Quality advice").
+    advice_enabled: bool = True
+    advice_window: Duration = timedelta(seconds=15)
+    advice_loss_pct: float = Field(3.0, gt=0, le=100)
+    advice_latency_ms: float = Field(1000.0, gt=0)
+    advice_latency_rise_ms: float = Field(100.0, gt=0)
+    advice_headroom_ratio: float = Field(0.9, gt=0, le=1)
+    advice_headroom_target: float = Field(0.75, gt=0, le=1)
+    advice_fps_ratio: float = Field(0.8, gt=0, le=1)
+    advice_raise_hold: Duration = timedelta(seconds=60)
+    advice_min_interval: Duration = timedelta(seconds=15)
+    advice_floor_kbps: float = Field(300.0, ge=0)
+    advice_floor_height: int = Field(360, ge=0)
+    advice_floor_fps: float = Field(15.0, ge=0)
+
     @field_validator(
         "write_timeout",
         "raw_retention",
@@ -106,6 +121,9 @@ class Settings(BaseSettings):
         "presence_ttl",
         "connect_timeout",
         "token_clock_skew",
+        "advice_window",
+        "advice_raise_hold",
+        "advice_min_interval",
         mode="before",
     )
     @classmethod

@@ -66,3 +66,24 @@ async def test_retention_drops_only_what_is_older_than_the_settings(make_setting
     finally:
         await conn.close()
         await pool.close()
+
+
+async def test_retention_deletes_advice_older_than_the_minute_rollups(make_settings, database_url):
+    settings = make_settings(rollup_1m_retention=timedelta(days=90))
+    stream = STREAMS[0]
+    pool = await db.create_pool(database_url, max_size=2)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for days in (100, 91, 89, 1):
+            await conn.execute(
+                "INSERT INTO stream_advice (stream_id, issued_at, action, target, reasons, "
+                "severity, basis) VALUES ($1, $2, 'lower', '{}', '{packet_loss}', 'warning', '{}')",
+                stream,
+                NOW - timedelta(days=days),
+            )
+        await retention.run(JobContext(settings, pool, now=NOW))
+        kept = [r[0] for r in await conn.fetch("SELECT issued_at FROM stream_advice ORDER BY 1")]
+        assert kept == [NOW - timedelta(days=89), NOW - timedelta(days=1)]
+    finally:
+        await conn.close()
+        await pool.close()

@@ -1,0 +1,129 @@
+"""The ingest side of quality advice on a real database: recorded once, sent once, carried on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from ingest.advice import ADVICE_EVENT, QualityAdvice, policy_from
+from ingest.rows import Committed, StatsRow
+from streamstats.db import create_pool
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+STEP = timedelta(seconds=5)
+
+
+def row(stream: uuid.UUID, i: int, *, bitrate: float, loss: float, upload: float) -> StatsRow:
+    return StatsRow(
+        T0 + i * STEP, stream, bitrate, 30.0, 1920, 1080, -20.0, loss, 50.0, upload, 9000.0, "good"
+    )
+
+
+class Sent:
+    """What a QualityAdvice emitted: (event, payload, stream id), in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any], str]] = []
+
+    async def __call__(self, event: str, payload: dict[str, Any], stream_id: str) -> None:
+        self.events.append((event, payload, stream_id))
+
+
+async def feed(service: QualityAdvice, rows: list[StatsRow]) -> None:
+    """Hand rows over one committed batch each, as the writer does, and let the worker judge."""
+    for r in rows:
+        service.on_commit([Committed(r, False)])
+        await asyncio.wait_for(service.wait_idle(), 10)
+
+
+async def test_congestion_advice_is_recorded_and_sent_once(make_settings, conn) -> None:
+    settings = make_settings()
+    stream = uuid.uuid4()
+    pool = await create_pool(settings.database_url)
+    sent = Sent()
+    service = QualityAdvice(policy_from(settings), lambda: pool, sent)
+    await service.start()
+    try:
+        good = [row(stream, i, bitrate=4000, loss=0.1, upload=9000) for i in range(6)]
+        bad = [row(stream, i, bitrate=4000, loss=12, upload=9000) for i in range(6, 10)]
+        await feed(service, good + bad)
+    finally:
+        await service.close()
+        await pool.close()
+    assert [(e, p["action"]) for e, p, _ in sent.events] == [(ADVICE_EVENT, "lower")]
+    _, payload, target_stream = sent.events[0]
+    assert target_stream == str(stream)
+    assert payload["streamId"] == str(stream)
+    assert payload["reasons"] == ["packet_loss"]
+    assert payload["severity"] == "critical"
+    assert payload["target"]["bitrate"] == 2000
+    assert payload["basis"]["packetLoss"] == 12
+    stored = await conn.fetch("SELECT * FROM stream_advice WHERE stream_id = $1", stream)
+    assert len(stored) == 1
+    assert stored[0]["id"] == payload["adviceId"]
+    assert stored[0]["action"] == "lower"
+    assert stored[0]["reasons"] == ["packet_loss"]
+    assert stored[0]["issued_at"] == T0 + 7 * STEP
+
+
+async def test_a_restarted_or_second_node_does_not_repeat_the_advice(make_settings, conn) -> None:
+    settings = make_settings()
+    stream = uuid.uuid4()
+    pool = await create_pool(settings.database_url)
+    first_sent, second_sent = Sent(), Sent()
+    first = QualityAdvice(policy_from(settings), lambda: pool, first_sent)
+    second = QualityAdvice(policy_from(settings), lambda: pool, second_sent)
+    await first.start()
+    await second.start()
+    try:
+        await feed(first, [row(stream, i, bitrate=4000, loss=12, upload=9000) for i in range(4)])
+        # The streamer moves to the other node and goes on sending at the old bitrate for a
+        # moment: the same congestion, judged from the recorded state, is not advised again.
+        await feed(second, [row(stream, i, bitrate=2000, loss=0.2, upload=9000) for i in (4, 5)])
+        # The first node, still holding its stale advisor, sees a later congestion at once
+        # from another sample the stream sent there: only one node's advice goes through.
+        later = [row(stream, i, bitrate=2000, loss=15, upload=9000) for i in (8, 9)]
+        await asyncio.gather(feed(first, later), feed(second, later))
+    finally:
+        await first.close()
+        await second.close()
+        await pool.close()
+    actions = [p["action"] for _, p, _ in first_sent.events + second_sent.events]
+    stored = await conn.fetch(
+        "SELECT action, target FROM stream_advice WHERE stream_id = $1 ORDER BY id", stream
+    )
+    assert [r["action"] for r in stored] == ["lower", "lower"]
+    assert sorted(actions) == ["lower", "lower"]
+    assert json.loads(stored[1]["target"])["bitrate"] == 1000
+    version = await conn.fetchval(
+        "SELECT version FROM stream_advisor_state WHERE stream_id = $1", stream
+    )
+    assert version == 2
+
+
+async def test_without_a_database_nothing_is_sent(make_settings) -> None:
+    settings = make_settings()
+    sent = Sent()
+    service = QualityAdvice(policy_from(settings), lambda: None, sent)
+    await service.start()
+    try:
+        stream = uuid.uuid4()
+        await feed(service, [row(stream, i, bitrate=4000, loss=12, upload=9000) for i in range(5)])
+    finally:
+        await service.close()
+    assert sent.events == []
+
+
+async def test_analysts_may_read_the_advice(conn: asyncpg.Connection) -> None:
+    allowed = await conn.fetchval(
+        "SELECT has_table_privilege('streamstats_analyst', 'stream_advice', 'SELECT')"
+    )
+    internal = await conn.fetchval(
+        "SELECT has_table_privilege('streamstats_analyst', 'stream_advisor_state', 'SELECT')"
+    )
+    assert allowed and not internal
