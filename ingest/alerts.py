@@ -1,33 +1,28 @@
-"""Alerts at the ingest service: threshold alerts after each commit, and job alerts relayed.
+"""Alerts at the ingest service: threshold alerts after each commit, and the relay to clients.
 
 Threshold alerts (packet loss, fps): `AlertTracker` counts streaks in memory; whether an episode
 is open is decided by `stream_alerts` alone. Raising is an insert that a partial unique index makes
 idempotent, clearing is an update of the open row. So an ingest restart, or a streamer reconnecting
-to another node, never opens a second episode nor sends a second `raised`: the node that commits
-the transition emits it, through `emit_to_stream` (with REDIS_URL, python-socketio's Redis manager
-carries it to every node, each delivering to its own clients once).
-
-Job alerts (bitrate drops): the jobs process NOTIFYs `ALERT_CHANNEL` in the transaction that stores
-the episode. Every ingest node LISTENs on its own connection and emits to the clients connected
-to it only (`local=True`, which skips the Redis manager's publish): with N nodes, each client is
-connected to one node and gets one copy; NOTIFY reaches every listening node once.
+to another node, never opens a second episode nor sends a second `raised`: the transaction that
+changes the episode also writes the transition to the outbox (streamstats/outbox.py), and from
+there every node's relay (ingest/relay.py) emits it to its own clients, as it does job alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from analytics.alerts import ALERT_CHANNEL, AlertTracker, Transition, alert_payload, default_rules
+from analytics.alerts import AlertTracker, Transition, alert_payload, default_rules
+from ingest.relay import AlertRelay
 from ingest.rows import StatsRow
-from streamstats.db import CONNECTION_ERRORS, connect
+from streamstats import outbox
+from streamstats.db import CONNECTION_ERRORS
 from streamstats.errors import DatabaseUnavailable
 from streamstats.sql import queries
 
@@ -36,20 +31,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ALERT_EVENT = "stream:alert"
 # A stream not heard from for this long has ended: its streaks are forgotten.
 FORGET_AFTER = timedelta(minutes=10)
 FORGET_EVERY = 10_000  # samples between sweeps
-# The LISTEN connection is checked this often; a dead one is replaced.
-KEEPALIVE_SECONDS = 15.0
-RECONNECT_MAX_SECONDS = 10.0
 _UNAVAILABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUnavailable)
 
 
 def install(app: IngestApp) -> None:
-    """Evaluate threshold alerts after each commit and relay job alerts to this node's clients."""
+    """Evaluate threshold alerts after each commit and relay the outbox to this node's clients."""
     thresholds = ThresholdAlerts(app)
-    relay = AlertRelay(app)
+    relay = AlertRelay(app.settings.database_url, app)
     app.after_commit.append(thresholds.on_commit)
     app.on_start.append(relay.start)
     app.on_close.append(relay.close)
@@ -105,26 +96,16 @@ class ThresholdAlerts:
                 del self._locks[key]
 
     async def _apply(self, stream_id: Any, transition: Transition) -> None:
-        rule = transition.rule
         pool = self.app.pool
         if pool is None:
             self.tracker.retry(stream_id, transition)
             return
         try:
-            async with pool.acquire() as conn:
-                if transition.kind == "raise":
-                    record = await conn.fetchrow(
-                        queries["alert_raise"],
-                        stream_id,
-                        rule.type,
-                        transition.value,
-                        rule.threshold,
-                        transition.since,
-                    )
-                else:
-                    record = await conn.fetchrow(
-                        queries["alert_clear"], stream_id, rule.type, transition.since
-                    )
+            async with pool.acquire() as conn, conn.transaction():
+                payload = await self._change_episode(conn, stream_id, transition)
+                if payload is not None:
+                    # With the episode change or not at all; the relay emits it after commit.
+                    await outbox.publish(conn, payload)
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             # Any failure (connection lost, lock or statement timeout, a refused write) leaves
             # the change to the next sample of the streak.
@@ -132,14 +113,50 @@ class ThresholdAlerts:
             logger.warning(
                 "could not %s %s alert of stream %s (next sample retries): %s",
                 transition.kind,
-                rule.type,
+                transition.rule.type,
                 stream_id,
                 exc,
                 extra={"action": "alert_unavailable", "stream_id": str(stream_id)},
             )
             return
+        if payload is not None:
+            self._log(stream_id, transition, payload)
+
+    async def _change_episode(
+        self, conn: asyncpg.Connection, stream_id: Any, transition: Transition
+    ) -> dict[str, Any] | None:
+        """Open or close the episode; its `stream:alert` payload, or None if nothing changed."""
+        rule = transition.rule
+        if transition.kind == "raise":
+            record = await conn.fetchrow(
+                queries["alert_raise"],
+                stream_id,
+                rule.type,
+                transition.value,
+                rule.threshold,
+                transition.since,
+            )
+            if record is None:
+                return None  # already open
+            raised_at = record["raised_at"]
+            return alert_payload(
+                stream_id, rule.type, "raised", transition.value, rule.threshold, raised_at
+            )
+        record = await conn.fetchrow(queries["alert_clear"], stream_id, rule.type, transition.since)
         if record is None:
-            return  # already open (raise) or nothing open (clear): nothing to announce
+            return None  # nothing open
+        return alert_payload(
+            stream_id,
+            rule.type,
+            "cleared",
+            transition.value,
+            record["threshold"],
+            record["raised_at"],
+            record["cleared_at"],
+        )
+
+    def _log(self, stream_id: Any, transition: Transition, payload: dict[str, Any]) -> None:
+        rule = transition.rule
         extra = {"stream_id": str(stream_id), "type": rule.type, "value": transition.value}
         if transition.kind == "raise":
             logger.warning(
@@ -148,104 +165,14 @@ class ThresholdAlerts:
                 stream_id,
                 transition.value,
                 rule.threshold,
-                record["raised_at"].isoformat(),
+                payload["startedAt"],
                 extra={**extra, "action": "alert_raised"},
-            )
-            payload = alert_payload(
-                stream_id,
-                rule.type,
-                "raised",
-                transition.value,
-                rule.threshold,
-                record["raised_at"],
             )
         else:
             logger.info(
                 "%s on stream %s cleared at %s",
                 rule.type,
                 stream_id,
-                record["cleared_at"].isoformat(),
+                payload["endedAt"],
                 extra={**extra, "action": "alert_cleared"},
             )
-            payload = alert_payload(
-                stream_id,
-                rule.type,
-                "cleared",
-                transition.value,
-                record["threshold"],
-                record["raised_at"],
-                record["cleared_at"],
-            )
-        await self.app.emit_to_stream(ALERT_EVENT, payload, str(stream_id), streamers=True)
-
-
-class AlertRelay:
-    """LISTEN for job alerts on a dedicated connection; emit each to this node's clients."""
-
-    def __init__(self, app: IngestApp):
-        self.app = app
-        self._task: asyncio.Task[None] | None = None
-        self._emits: set[asyncio.Task[None]] = set()
-        self.listening = asyncio.Event()
-
-    async def start(self) -> None:
-        """Start listening in the background (the database may come later)."""
-        self._task = asyncio.create_task(self._run(), name="alert-relay")
-
-    async def close(self) -> None:
-        """Stop listening; wait for emits in progress."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if self._emits:
-            await asyncio.gather(*list(self._emits), return_exceptions=True)
-
-    async def _run(self) -> None:
-        delay = 0.5
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await connect(self.app.settings.database_url)
-                await conn.add_listener(ALERT_CHANNEL, self._on_notify)
-                self.listening.set()
-                logger.info("relaying job alerts", extra={"action": "alert_relay_listening"})
-                delay = 0.5
-                while True:
-                    await asyncio.sleep(KEEPALIVE_SECONDS)
-                    # An idle socket can die silently; a query notices.
-                    await conn.fetchval("SELECT 1", timeout=5)
-            except _UNAVAILABLE as exc:
-                if self.listening.is_set():
-                    logger.warning(
-                        "alert relay lost its connection (job alerts until it is back are "
-                        "missed): %s",
-                        exc,
-                        extra={"action": "alert_relay_lost"},
-                    )
-                self.listening.clear()
-            except Exception:
-                logger.exception("alert relay failed", extra={"action": "alert_relay_error"})
-                self.listening.clear()
-            finally:
-                if conn is not None:
-                    conn.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        try:
-            data = json.loads(payload)
-            stream_id = str(data["streamId"])
-        except (ValueError, KeyError, TypeError):
-            logger.warning("ignoring a malformed alert notification: %.200s", payload)
-            return
-        logger.debug("relaying %s", data.get("type"), extra={"action": "alert_relayed"})
-        self._spawn(
-            self.app.emit_to_stream(ALERT_EVENT, data, stream_id, streamers=True, local=True)
-        )
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._emits.add(task)
-        task.add_done_callback(self._emits.discard)

@@ -2,23 +2,23 @@
 
 One transaction per run: the watermark row is locked first (so two runs never interleave, with or
 without the runner's advisory lock), new and ended episodes are upserted, and each start and end is
-announced with NOTIFY on `ALERT_CHANNEL`. NOTIFY is transactional: a run that fails announces
-nothing, and a re-run finds the episodes already stored and announces nothing again. Every ingest
-node LISTENs and forwards to its own clients (ingest/alerts.py).
+written to the alert outbox (streamstats/outbox.py) in the same transaction: a run that fails
+announces nothing, and a re-run finds the episodes already stored and announces nothing again.
+From the outbox every ingest node relays them to its own clients and webhooks deliver them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 
 import asyncpg
 import pandas as pd
 
-from analytics.alerts import ALERT_CHANNEL, alert_payload
+from analytics.alerts import alert_payload
 from analytics.drops import DropParams, OpenDrop, detect_drops, look_back
 from jobs.base import JobContext
+from streamstats import outbox
 from streamstats.settings import Settings
 from streamstats.sql import queries
 
@@ -133,7 +133,7 @@ async def _store(conn: asyncpg.Connection, episodes: pd.DataFrame, params: DropP
                 row["started_at"],
                 row["ended_at"] if state == "cleared" else None,
             )
-            await conn.execute(queries["alert_notify"], ALERT_CHANNEL, json.dumps(payload))
+            await outbox.publish(conn, payload)
     return changed
 
 

@@ -64,7 +64,3 @@ stored AS (
 SELECT stored.*, known.stream_id IS NULL AS started
 FROM stored LEFT JOIN known USING (stream_id, started_at)
 ORDER BY stored.started_at, stored.stream_id
-
--- alert_notify --
--- Hand a job-raised alert to every ingest node (delivered at commit, only if it commits).
-SELECT pg_notify($1, $2)

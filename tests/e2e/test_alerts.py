@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,9 +16,11 @@ import pytest
 import redis
 import socketio
 
+from analytics.alerts import ALERT_CHANNEL, alert_payload
 from ingest.auth import mint_token
 from jobs import drops
 from jobs.base import JobContext
+from streamstats import outbox
 from streamstats.db import create_pool
 from tests.servers import JWT_SECRET, ServerProcess
 
@@ -303,3 +307,111 @@ async def test_a_threshold_alert_reaches_a_monitor_on_another_node_once(start_se
     await asyncio.sleep(1.0)
     for c in (streamer, here, there):
         assert c.states() == ["raised", "cleared"]
+
+
+def as_login(url: str, user: str, password: str) -> str:
+    """The same database URL, logging in as another user."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""  # empty: the local socket, as in postgresql:///db
+    netloc = f"{user}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture
+async def analyst(conn: asyncpg.Connection, database_url: str) -> AsyncIterator[str]:
+    """A login of the read-only analyst role; yields its database URL."""
+    name = f"analyst_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    await conn.execute(
+        f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE streamstats_analyst"
+    )
+    try:
+        yield as_login(database_url, name, password)
+    finally:
+        await conn.execute(f"DROP ROLE {name}")
+
+
+def forged(stream: str) -> list[str]:
+    base = {
+        "streamId": stream,
+        "type": "bitrate_drop",
+        "state": "raised",
+        "value": 1.0,
+        "threshold": 2.0,
+        "startedAt": "2026-01-01T00:00:00.000Z",
+    }
+    return [
+        json.dumps(base),
+        json.dumps({**base, "type": "<script>alert(1)</script>", "admin": True, "extra": [1, 2]}),
+        json.dumps({**base, "message": "x" * 7000}),
+        json.dumps({"streamId": stream}),
+        "1",  # an outbox id (the table is empty): only a hint to read the table
+        "not json at all",
+    ]
+
+
+async def test_an_analyst_notify_reaches_no_client(start_server, connect, conn, analyst):
+    server = start_server()
+    stream = str(uuid.uuid4())
+    streamer = await connect(server, "streamer", [stream])
+    monitor = await connect(server, "moderator")
+    await wait_listening(server)
+
+    login = await asyncpg.connect(analyst)
+    try:
+        assert await login.fetchval("SELECT pg_has_role('streamstats_analyst', 'USAGE')")
+        for payload in forged(stream):
+            await login.execute("SELECT pg_notify($1, $2)", ALERT_CHANNEL, payload)
+        # The analyst may read the outbox but not write it.
+        assert await login.fetchval("SELECT count(*) FROM alert_events") == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await login.execute(
+                "INSERT INTO alert_events (type, stream_id, data) "
+                "VALUES ('alert.raised', $1, '{}')",
+                uuid.UUID(stream),
+            )
+    finally:
+        await login.close()
+    await asyncio.sleep(1.5)
+    assert streamer.alerts == [] and monitor.alerts == []
+
+    # A real alert, written to the outbox as the service does, still reaches both once.
+    real = alert_payload(stream, "bitrate_drop", "raised", 400.0, 1250.0, datetime.now(UTC))
+    async with conn.transaction():
+        await outbox.publish(conn, real)
+    await eventually(lambda: len(streamer.alerts) == 1 and len(monitor.alerts) == 1)
+    await asyncio.sleep(0.5)
+    assert streamer.alerts == [real] and monitor.alerts == [real]
+
+
+RELAY_BACKENDS = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%json_agg%'
+"""
+
+
+async def test_an_alert_committed_while_the_relay_is_disconnected_arrives_once_after(
+    start_server, connect, conn
+):
+    server = start_server()
+    stream = str(uuid.uuid4())
+    streamer = await connect(server, "streamer", [stream])
+    monitor = await connect(server, "moderator")
+    await wait_listening(server)
+
+    raised = alert_payload(stream, "bitrate_drop", "raised", 400.0, 1250.0, datetime.now(UTC))
+    async with conn.transaction():
+        await outbox.publish(conn, raised)
+        # The relay's connection dies before the commit: nobody is listening for its NOTIFY.
+        assert await conn.fetchval(f"SELECT count(*) FROM ({RELAY_BACKENDS}) t") == 1
+    await eventually(lambda: "alert relay lost its connection" in server.log())
+    await eventually(lambda: len(streamer.alerts) == 1 and len(monitor.alerts) == 1)
+    # Later alerts still flow, and the caught-up one is not sent again.
+    cleared = alert_payload(
+        stream, "bitrate_drop", "cleared", 900.0, 1250.0, datetime.now(UTC), datetime.now(UTC)
+    )
+    async with conn.transaction():
+        await outbox.publish(conn, cleared)
+    await eventually(lambda: len(streamer.alerts) == 2 and len(monitor.alerts) == 2)
+    await asyncio.sleep(1.0)
+    assert streamer.alerts == [raised, cleared] and monitor.alerts == [raised, cleared]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -14,9 +13,8 @@ import pytest
 import redis
 import socketio
 
-from analytics.alerts import ALERT_CHANNEL
 from ingest.auth import mint_token
-from streamstats.sql import queries
+from streamstats import outbox
 from tests.servers import JWT_SECRET, ServerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -178,7 +176,8 @@ async def test_alerts_reach_every_client_exactly_once_from_a_node_or_from_a_job(
         ack = await streamer.call("stream:stats:update", lossy, timeout=10)
         assert ack["ok"] is True, ack
         await asyncio.sleep(0.01)
-    # A bitrate-drop alert from the jobs process: NOTIFY, relayed by every node to its own clients.
+    # A bitrate-drop alert from the jobs process: written to the outbox, relayed by every node to
+    # its own clients.
     drop = {
         "streamId": stream,
         "type": "bitrate_drop",
@@ -187,7 +186,8 @@ async def test_alerts_reach_every_client_exactly_once_from_a_node_or_from_a_job(
         "threshold": 3000.0,
         "startedAt": "2026-01-21T10:30:00.000Z",
     }
-    await conn.execute(queries["alert_notify"], ALERT_CHANNEL, json.dumps(drop))
+    async with conn.transaction():
+        await outbox.publish(conn, drop)
     await asyncio.sleep(2.0)
 
     for name, received in alerts.items():

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from analytics.alerts import ALERT_CHANNEL
 from jobs import drops
 from jobs.base import JobContext
 from streamstats.db import create_pool
@@ -45,26 +46,42 @@ async def pool(database_url):
 
 
 class Listener:
-    """A separate connection LISTENing on the alert channel, as an ingest node does."""
+    """A separate connection LISTENing on the alert channel, as an ingest node does.
 
-    def __init__(self) -> None:
+    Each notification names the outbox row written with the episode; `received` holds the
+    alerts read from those rows, in the order notified.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
         self.received: list[dict] = []
+        self._reads: list[asyncio.Task[None]] = []
+        self._turn = asyncio.Lock()  # one query at a time on the connection, in notified order
 
     def __call__(self, conn, pid, channel, payload) -> None:
-        self.received.append(json.loads(payload))
+        self._reads.append(asyncio.ensure_future(self._read(int(payload))))
+
+    async def _read(self, event_id: int) -> None:
+        async with self._turn:
+            data = await self.conn.fetchval(
+                "SELECT data::text FROM alert_events WHERE id = $1", event_id
+            )
+            self.received.append(json.loads(data))
 
     async def settle(self) -> list[dict]:
         await asyncio.sleep(0.2)
+        await asyncio.gather(*self._reads)
         return self.received
 
 
 @pytest.fixture
 async def listener(database_url):
     conn = await asyncpg.connect(database_url)
-    listen = Listener()
-    await conn.add_listener(drops.ALERT_CHANNEL, listen)
+    listen = Listener(await asyncpg.connect(database_url))
+    await conn.add_listener(ALERT_CHANNEL, listen)
     yield listen
     await conn.close()
+    await listen.conn.close()
 
 
 async def run_at(make_settings, pool, now: datetime, **overrides) -> int:

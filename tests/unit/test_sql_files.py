@@ -19,6 +19,7 @@ def test_every_shipped_query_has_a_description_line():
         assert body.startswith("-- "), f"query {name} has no one-line description"
 
 
-def test_shipped_migrations_are_numbered_without_gaps():
+def test_shipped_migrations_are_numbered_in_order_from_one():
+    # Numbers are reserved per area ahead of time, so a gap may exist until its migration lands.
     versions = [m.version for m in discover()]
-    assert versions == list(range(1, len(versions) + 1))
+    assert versions[0] == 1 and versions == sorted(set(versions))
