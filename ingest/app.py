@@ -27,6 +27,7 @@ import socketio
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 import ingest.alerts
+import ingest.dashboard
 from ingest import metrics
 from ingest.auth import Action, Principal, decode_token, parse_stream_id
 from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
@@ -324,6 +325,15 @@ class IngestApp:
             ("stream:leave", self._on_leave),
         ):
             self.sio.on(event, self._guarded(event, handler))
+
+    def add_handler(self, event: str, handler: Handler, action: Action | None = None) -> None:
+        """Answer `event` with `handler`, behind the checks every event gets.
+
+        `action`: the permission needed on the payload's `streamId` (None: no stream check).
+        """
+        if action is not None:
+            _EVENT_ACTION[event] = action
+        self.sio.on(event, self._guarded(event, handler))
 
     def _guarded(self, event: str, handler: Handler) -> Callable[..., Awaitable[Answer]]:
         """Wrap a handler with the checks every event gets and the answer/error plumbing."""
@@ -629,8 +639,8 @@ _EVENT_ACTION: dict[str, Action] = {
 
 def _stream_allowed(principal: Principal, event: str, stream_id: str) -> bool:
     """False only when the role may do the event but not on this stream (role checks come later)."""
-    action = _EVENT_ACTION[event]
-    return not principal.can(action) or principal.may(action, stream_id)
+    action = _EVENT_ACTION.get(event)
+    return action is None or not principal.can(action) or principal.may(action, stream_id)
 
 
 def create_app(
@@ -658,4 +668,5 @@ def create_app(
             )
     app = IngestApp(settings, presence=presence, client_manager=client_manager)
     ingest.alerts.install(app)
+    ingest.dashboard.install(app)
     return app

@@ -19,6 +19,10 @@ class Presence(Protocol):
 
     async def count(self, stream_id: str) -> int: ...
 
+    async def counts(self, stream_ids: list[str]) -> dict[str, int]:
+        """`count` of several streams at once (one round trip where there is one)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -51,6 +55,9 @@ class MemoryPresence:
 
     async def count(self, stream_id: str) -> int:
         return len(self._viewers.get(stream_id, ()))
+
+    async def counts(self, stream_ids: list[str]) -> dict[str, int]:
+        return {s: len(self._viewers.get(s, ())) for s in stream_ids}
 
     @property
     def local_viewers(self) -> int:

@@ -192,6 +192,18 @@ class RedisPresence:
         )
         return int(total)
 
+    async def counts(self, stream_ids: list[str]) -> dict[str, int]:
+        """`count` of several streams in one pipelined round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream_id in stream_ids:
+                await self._count(
+                    keys=[self._nodes_key],
+                    args=[self.ttl, f"{self.prefix}s:{stream_id}:"],
+                    client=pipe,
+                )
+            totals = await pipe.execute()
+        return {s: int(t) for s, t in zip(stream_ids, totals, strict=True)}
+
     async def close(self) -> None:
         """Leave the cluster cleanly: this node's viewers stop counting at once."""
         if self._closed:
