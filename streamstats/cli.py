@@ -56,15 +56,24 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
     from ingest.auth import mint_token
 
-    print(
-        mint_token(
-            settings.require_jwt_secret(),
-            role=args.role,
-            streams=args.stream,
-            sub=args.sub,
-            ttl=args.ttl,
-        )
+    token = mint_token(
+        settings.require_jwt_secret(),
+        role=args.role,
+        streams=args.stream,
+        sub=args.sub,
+        ttl=args.ttl,
     )
+    if not args.dashboard:
+        print(token)
+        return
+    from ingest.auth import MONITORS
+    from streamstats.run import dashboard_link
+
+    if args.role not in MONITORS:
+        raise StreamStatsError(
+            f"the dashboard needs a moderator, analyst or admin token, not a {args.role} one"
+        )
+    print(dashboard_link(settings, token))
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
@@ -141,6 +150,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sub", default=None, help="user id (default: the role name)")
     p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS", help="lifetime (3600)")
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="print a link that opens the live dashboard signed in with the token",
+    )
     p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("simulate", help="realistic streamers and viewers against a server")

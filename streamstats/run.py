@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Lifetime of the moderator token in the dashboard link `run` prints.
+DASHBOARD_TTL_HOURS = 12
 # How long to wait for the server to answer before starting the simulator anyway.
 STARTUP_TIMEOUT = 30.0
 
@@ -41,6 +43,14 @@ def public_url(settings: Settings) -> str:
     return f"http://{host}:{settings.port}"
 
 
+def dashboard_link(settings: Settings, token: str) -> str:
+    """The dashboard's address signed in with `token`, carried in the fragment.
+
+    A fragment is never sent in a request, so the token stays out of the server's URLs and logs.
+    """
+    return f"{public_url(settings)}/dashboard/#token={token}"
+
+
 def redact(url: str) -> str:
     """A database URL without its password."""
     parts = urllib.parse.urlsplit(url)
@@ -50,8 +60,8 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def banner(settings: Settings, *, applied: int, simulate: int) -> str:
-    """What a newcomer needs on start: where to connect, a token, the first SQL, the reports."""
+def banner(settings: Settings, *, applied: int, simulate: int, dashboard: str) -> str:
+    """What a newcomer needs on start: the dashboard, a token, the first SQL, the reports."""
     url = public_url(settings)
     reports = settings.reports_dir.resolve()
     database = redact(settings.database_url)
@@ -59,6 +69,9 @@ def banner(settings: Settings, *, applied: int, simulate: int) -> str:
     lines = [
         "",
         "stream-stats is running",
+        f"  live dashboard      {dashboard}",
+        f"                      (a moderator for {DASHBOARD_TTL_HOURS} h; another link: "
+        "streamstats token --role moderator --dashboard)",
         f"  ingest (Socket.IO)  {url}   health {url}/healthz  {url}/readyz  metrics {url}/metrics",
         f"  database            {database}   ({migrated})",
         "  token for a client  streamstats token --role moderator",
@@ -129,7 +142,16 @@ async def _announce(settings: Settings, applied: int, simulate: int) -> None:
     if not await wait_until_serving(settings):
         logger.error("the server did not start listening", extra={"action": "startup_failed"})
         return
-    print(banner(settings, applied=applied, simulate=simulate), flush=True)
+    from ingest.auth import mint_token
+
+    token = mint_token(
+        settings.require_jwt_secret(),
+        role="moderator",
+        sub="dashboard",
+        ttl=DASHBOARD_TTL_HOURS * 3600,
+    )
+    link = dashboard_link(settings, token)
+    print(banner(settings, applied=applied, simulate=simulate, dashboard=link), flush=True)
     if simulate:
         from ingest.simulate import simulate as run_simulation
 
