@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import socketio
 
 from tests.e2e.clients import Clients, guide_update, now_iso
+
+
+@pytest.fixture(autouse=True)
+def client_json() -> Iterator[None]:
+    """python-socketio keeps its JSON module on a class: an in-process server (a unit test's)
+    leaves its 16 KiB event limit there, which would refuse this client the long answers."""
+    kept = socketio.packet.Packet.json
+    socketio.packet.Packet.json = json
+    yield
+    socketio.packet.Packet.json = kept
 
 
 @pytest.fixture(scope="module")
