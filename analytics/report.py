@@ -1,33 +1,34 @@
-"""Daily stream reports from rollups: the summary numbers, charts and self-contained HTML pages.
+"""Daily stream reports from rollups: the summary numbers, chart data and self-contained pages.
 
-Inputs are a stream's day row (the `stream_stats_1d` columns), its 1-minute rows
-(`stream_stats_1m`), its alert episodes and its drop episodes; nothing here reads a database.
+Inputs are a stream's day row (the `stream_stats_1d` columns), its 1-minute rows as column
+arrays (`Minutes`: `t` in epoch seconds plus the `stream_stats_1m` columns), its alert episodes
+and its drop episodes; nothing here reads a database.
 
 Two numbers the rollups do not carry are approximated from the 1-minute buckets, and are named
 so: `bitrate_kbps_p5` is the 5th percentile of the per-minute bitrate medians and
 `latency_ms_p50` the median of the per-minute latency means, both weighted by each minute's
 samples. Everything else is exact (the day rollup is computed from raw rows).
+
+Pages are drawn in the reader's browser (analytics/pages.py), so writing one is serializing its
+numbers: the charts open on the hours the stream was live and zoom down to single minutes.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a display
-
-import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
+
+from analytics import pages
+from analytics.pages import QUALITY_BANDS, QUALITY_COLORS, Section
+from analytics.weekly import week_name
 
 # Summary fields, in CSV column order.
 FIELDS = (
@@ -54,8 +55,42 @@ FIELDS = (
     "drop_seconds",
 )
 BUCKET_SECONDS = 60
-QUALITY_COLORS = {"good": "#2e7d32", "fair": "#f9a825", "poor": "#c62828"}
-DROP_SHADE = "#1565c0"
+# The quality chart and the index's sparklines use coarser steps, so bands stay readable.
+QUALITY_STEP = 300
+TREND_STEP = 900
+# The 1-minute columns a report reads (sql/queries/reports.sql `report_minutes`), besides `t`.
+MINUTE_COLUMNS = (
+    "samples",
+    "bitrate_kbps_avg",
+    "bitrate_kbps_min",
+    "bitrate_kbps_max",
+    "bitrate_kbps_p50",
+    "fps_avg",
+    "packet_loss_pct_avg",
+    "packet_loss_pct_max",
+    "latency_ms_avg",
+    "latency_ms_p95",
+    "good_samples",
+    "fair_samples",
+    "poor_samples",
+)
+DROP_SHADE_NOTE = "Shaded: bitrate drops."
+
+Minutes = Mapping[str, np.ndarray]
+
+
+MINUTES_WIDTH = 2 + len(MINUTE_COLUMNS)
+
+
+def split_minutes(matrix: np.ndarray, streams: int) -> list[dict[str, np.ndarray]]:
+    """Each stream's column arrays from a `report_minutes` matrix of `streams` streams (rows
+    ordered by the stream's 1-based position, then time; columns position, `t`, MINUTE_COLUMNS)."""
+    bounds = np.searchsorted(matrix[:, 0], np.arange(1, streams + 2), side="left")
+    names = ("t", *MINUTE_COLUMNS)
+    return [
+        {name: matrix[a:b, i + 1] for i, name in enumerate(names)}
+        for a, b in itertools.pairwise(bounds)
+    ]
 
 
 def _number(value: Any) -> float | None:
@@ -63,10 +98,6 @@ def _number(value: Any) -> float | None:
         return None
     number = float(value)
     return None if math.isnan(number) else number
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def weighted_quantile(values: Any, weights: Any, q: float) -> float | None:
@@ -89,53 +120,86 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def overlap_seconds(episodes: pd.DataFrame, day: date) -> float:
-    """Seconds of the day covered by episodes (open ones count to the end of the day)."""
-    start, end = day_bounds(day)
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _episode_end(episode: Mapping[str, Any], key: str, day: date) -> datetime:
+    """An episode's end, open ones counting to the end of the day."""
+    _, end = day_bounds(day)
+    return end if episode[key] is None else min(episode[key], end)
+
+
+def overlap_seconds(episodes: Iterable[Mapping[str, Any]], day: date) -> float:
+    """Seconds of the day covered by drop episodes (open ones count to the end of the day)."""
+    start, _ = day_bounds(day)
     total = 0.0
-    for row in _records(episodes):
+    for row in episodes:
         begin = max(row["started_at"], start)
-        finish = end if pd.isna(row["ended_at"]) else min(row["ended_at"], end)
-        total += max((finish - begin).total_seconds(), 0.0)
+        total += max((_episode_end(row, "ended_at", day) - begin).total_seconds(), 0.0)
     return total
+
+
+def trend(minutes: Minutes, day: date) -> dict[str, list[float | None]]:
+    """Per TREND_STEP of the day: mean bitrate (weighted by samples) and share of poor samples,
+    for the index's sparklines."""
+    start, _ = day_bounds(day)
+    slots = 86_400 // TREND_STEP
+    slot = ((minutes["t"] - _epoch(start)) // TREND_STEP).astype(int)
+    bitrate, samples = minutes["bitrate_kbps_avg"], minutes["samples"]
+    known = ~np.isnan(bitrate)
+    weight = np.bincount(slot[known], weights=samples[known], minlength=slots)
+    total = np.bincount(slot[known], weights=(bitrate * samples)[known], minlength=slots)
+    rated = sum(np.bincount(slot, minutes[f"{q}_samples"], slots) for q in QUALITY_BANDS)
+    poor = np.bincount(slot, minutes["poor_samples"], slots)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "bitrate_kbps": pages.plain(np.where(weight > 0, total / weight, np.nan), 0),
+            "poor_share": pages.plain(np.where(rated > 0, poor / rated, np.nan), 3),
+        }
 
 
 def summarize(
     stream_id: Any,
     day: date,
     daily: Mapping[str, Any],
-    minutes: pd.DataFrame,
-    alerts: pd.DataFrame,
-    drops: pd.DataFrame,
+    minutes: Minutes,
+    alerts: Sequence[Mapping[str, Any]],
+    drops: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """The day's summary for one stream (FIELDS), JSON-ready."""
-    rated = sum(int(daily[f"{q}_samples"] or 0) for q in QUALITY_COLORS)
-    live = minutes[minutes["samples"] > 0]
-    alert_types = alerts["type"].value_counts() if len(alerts) else pd.Series(dtype=int)
-    summary: dict[str, Any] = {
+    """The day's summary for one stream (FIELDS, plus `trend`), JSON-ready."""
+    rated = sum(int(daily[f"{q}_samples"] or 0) for q in QUALITY_BANDS)
+    live = minutes["samples"] > 0
+    weights = minutes["samples"][live]
+    alert_types = [a["type"] for a in alerts]
+    return {
         "stream_id": str(stream_id),
         "day": day.isoformat(),
-        "time_live_s": BUCKET_SECONDS * len(live),
+        "time_live_s": BUCKET_SECONDS * int(live.sum()),
         "samples": int(daily["samples"]),
         "bitrate_kbps_avg": _number(daily["bitrate_kbps_avg"]),
-        "bitrate_kbps_p5": weighted_quantile(live["bitrate_kbps_p50"], live["samples"], 0.05),
+        "bitrate_kbps_p5": weighted_quantile(minutes["bitrate_kbps_p50"][live], weights, 0.05),
         "bitrate_kbps_p50": _number(daily["bitrate_kbps_p50"]),
         "bitrate_kbps_p95": _number(daily["bitrate_kbps_p95"]),
         "fps_avg": _number(daily["fps_avg"]),
         "fps_min": _number(daily["fps_min"]),
         "packet_loss_pct_avg": _number(daily["packet_loss_pct_avg"]),
         "packet_loss_pct_max": _number(daily["packet_loss_pct_max"]),
-        "latency_ms_p50": weighted_quantile(live["latency_ms_avg"], live["samples"], 0.5),
+        "latency_ms_p50": weighted_quantile(minutes["latency_ms_avg"][live], weights, 0.5),
         "latency_ms_p95": _number(daily["latency_ms_p95"]),
         "good_share": int(daily["good_samples"]) / rated if rated else None,
         "fair_share": int(daily["fair_samples"]) / rated if rated else None,
         "poor_share": int(daily["poor_samples"]) / rated if rated else None,
-        "alerts_packet_loss_high": int(alert_types.get("packet_loss_high", 0)),
-        "alerts_fps_low": int(alert_types.get("fps_low", 0)),
+        "alerts_packet_loss_high": alert_types.count("packet_loss_high"),
+        "alerts_fps_low": alert_types.count("fps_low"),
         "drop_episodes": len(drops),
         "drop_seconds": overlap_seconds(drops, day),
+        "trend": trend(minutes, day),
     }
-    return summary
+
+
+def shares(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    return {q: summary[f"{q}_share"] for q in QUALITY_BANDS}
 
 
 def worst_first(summaries: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -161,124 +225,98 @@ def summary_csv(summaries: Iterable[Mapping[str, Any]]) -> str:
 # -- charts ---------------------------------------------------------------------------------
 
 
-def _shade(ax: Any, drops: pd.DataFrame, day: date) -> None:
-    _, end = day_bounds(day)
-    for row in _records(drops):
-        finish = end if pd.isna(row["ended_at"]) else row["ended_at"]
-        ax.axvspan(_x(row["started_at"]), _x(finish), color=DROP_SHADE, alpha=0.15, lw=0)
+def live_range(minutes: Minutes, day: date) -> list[float]:
+    """From the hour of the first live minute to the end of the hour of the last one."""
+    start, end = (_epoch(b) for b in day_bounds(day))
+    if not len(minutes["t"]):
+        return [start, end]
+    first = math.floor(minutes["t"].min() / 3600) * 3600
+    last = math.ceil((minutes["t"].max() + BUCKET_SECONDS) / 3600) * 3600
+    return [max(first, start), min(last, end)]
 
 
-def _axes_style(ax: Any, day: date) -> None:
-    start, end = day_bounds(day)
-    ax.set_xlim(_x(start), _x(end))
-    ax.xaxis.set_major_locator(mdates.HourLocator(byhour=range(0, 24, 3), tz=UTC))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
-    ax.grid(True, alpha=0.3)
-
-
-def _x(moment: Any) -> float:
-    return float(mdates.date2num(pd.Timestamp(moment).tz_convert(None).to_datetime64()))
-
-
-def _xs(index: pd.DatetimeIndex) -> Any:
-    # Plain matplotlib date numbers: converting pandas timestamps per call costs a fifth of
-    # the rendering time.
-    return mdates.date2num(index.tz_convert(None).to_numpy())
-
-
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _reindexed(minutes: pd.DataFrame, day: date) -> pd.DataFrame:
-    # Minutes without data become gaps in the lines instead of straight joins across them.
-    start, end = day_bounds(day)
-    index = pd.date_range(start, end, freq="1min", inclusive="left")
-    return minutes.set_index("bucket").reindex(index)
-
-
-def charts(minutes: pd.DataFrame, drops: pd.DataFrame, day: date) -> dict[str, str]:
-    """Three PNG charts (base64): bitrate and fps, loss and latency, quality; drops shaded."""
-    m = _reindexed(minutes, day)
-    t = _xs(pd.DatetimeIndex(m.index))
-    out = {}
-
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    ax.fill_between(
-        t, m["bitrate_kbps_min"], m["bitrate_kbps_max"], color="#90caf9", alpha=0.5, lw=0,
-        label="bitrate min–max",
-    )  # fmt: skip
-    ax.plot(t, m["bitrate_kbps_avg"], color="#0d47a1", lw=1, label="bitrate avg")
-    ax.set_ylabel("kbps")
-    ax.set_ylim(bottom=0)
-    fps = ax.twinx()
-    fps.plot(t, m["fps_avg"], color="#6a1b9a", lw=0.8, alpha=0.8, label="fps avg")
-    fps.set_ylabel("fps")
-    fps.set_ylim(bottom=0)
-    _shade(ax, drops, day)
-    _axes_style(ax, day)
-    ax.set_title("Bitrate and frame rate (shaded: bitrate drops)", loc="left", fontsize=10)
-    handles = ax.get_legend_handles_labels()
-    more = fps.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="lower left", fontsize=8)
-    # The same margins on every chart, so their time axes line up on the page.
-    fig.subplots_adjust(left=0.08, right=0.92, top=0.88, bottom=0.12)
-    out["bitrate_fps"] = _png(fig)
-
-    fig, ax = plt.subplots(figsize=(10, 3.2))
-    ax.plot(t, m["packet_loss_pct_avg"], color="#c62828", lw=1, label="packet loss avg")
-    ax.plot(t, m["packet_loss_pct_max"], color="#ef9a9a", lw=0.6, label="packet loss max")
-    ax.set_ylabel("packet loss %")
-    ax.set_ylim(bottom=0)
-    latency = ax.twinx()
-    latency.plot(t, m["latency_ms_avg"], color="#00695c", lw=1, label="latency avg")
-    latency.plot(t, m["latency_ms_p95"], color="#80cbc4", lw=0.6, label="latency p95")
-    latency.set_ylabel("latency ms")
-    latency.set_ylim(bottom=0)
-    _shade(ax, drops, day)
-    _axes_style(ax, day)
-    ax.set_title("Packet loss and latency", loc="left", fontsize=10)
-    handles = ax.get_legend_handles_labels()
-    more = latency.get_legend_handles_labels()
-    ax.legend(handles[0] + more[0], handles[1] + more[1], loc="upper left", fontsize=8)
-    fig.subplots_adjust(left=0.08, right=0.92, top=0.88, bottom=0.12)
-    out["loss_latency"] = _png(fig)
-
-    fig, ax = plt.subplots(figsize=(10, 2.4))
-    # Share of each minute's samples per band, in 5-minute steps so the bands stay readable.
-    bands = m[["good_samples", "fair_samples", "poor_samples"]].fillna(0).resample("5min").sum()
-    total = bands.sum(axis=1).replace(0, np.nan)
-    shares = bands.div(total, axis=0)
-    ax.stackplot(
-        _xs(pd.DatetimeIndex(shares.index)),
-        *(shares[f"{q}_samples"].fillna(0) for q in QUALITY_COLORS),
-        colors=list(QUALITY_COLORS.values()),
-        labels=list(QUALITY_COLORS),
-        step="post",
-    )
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of samples")
-    _shade(ax, drops, day)
-    _axes_style(ax, day)
-    ax.set_title("Quality over time", loc="left", fontsize=10)
-    ax.legend(loc="lower left", fontsize=8, ncols=3)
-    fig.subplots_adjust(left=0.08, right=0.92, top=0.88, bottom=0.12)
-    out["quality"] = _png(fig)
+def _with_gaps(columns: Mapping[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
+    at = pages.gaps(columns["t"], step)
+    out = {k: np.insert(v.astype(float), at, np.nan) for k, v in columns.items()}
+    out["t"][at] = columns["t"][at - 1] + step
     return out
 
 
-# -- HTML -----------------------------------------------------------------------------------
+def _quality_steps(minutes: Minutes) -> dict[str, np.ndarray]:
+    """Share (%) of each band per QUALITY_STEP with samples."""
+    step = (minutes["t"] // QUALITY_STEP) * QUALITY_STEP
+    if not len(step):
+        return {"t": step} | {q: step for q in QUALITY_BANDS}
+    starts, first = np.unique(step, return_index=True)
+    counts = {q: np.add.reduceat(minutes[f"{q}_samples"], first) for q in QUALITY_BANDS}
+    total = sum(counts.values())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"t": starts} | {
+            q: np.where(total > 0, 100 * counts[q] / total, np.nan) for q in QUALITY_BANDS
+        }
 
-STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1280px;color:#222}
-td{white-space:nowrap}td a{font-family:monospace}
-table{border-collapse:collapse;margin:1em 0}td,th{padding:.25em .6em;border-bottom:1px solid #ddd;
-text-align:right}th:first-child,td:first-child{text-align:left}img{max-width:100%;display:block;
-margin:1em 0}.poor{color:#c62828}.note{color:#666;font-size:12px}
-"""
+
+def charts(
+    minutes: Minutes, drops: Sequence[Mapping[str, Any]], day: date
+) -> dict[str, dict[str, Any]]:
+    """The three chart specs: bitrate and fps, loss and latency, quality; drops shaded."""
+    m = _with_gaps(minutes, BUCKET_SECONDS)
+    shade = [
+        [_epoch(max(d["started_at"], day_bounds(day)[0])), _epoch(_episode_end(d, "ended_at", day))]
+        for d in drops
+    ]
+    x = pages.values(m["t"], 0)
+    bitrate = pages.chart(
+        x,
+        [
+            pages.series("bitrate avg", m["bitrate_kbps_avg"], unit="kbps", color="#0d47a1",
+                         scale="kbps", width=1.8),
+            pages.series("bitrate max", m["bitrate_kbps_max"], unit="kbps", color="#90caf9",
+                         scale="kbps", width=0.6),
+            pages.series("bitrate min", m["bitrate_kbps_min"], unit="kbps", color="#90caf9",
+                         scale="kbps", width=0.6),
+            pages.series("fps avg", m["fps_avg"], unit="fps", color="#8e24aa", scale="fps",
+                         digits=2, width=1.2),
+        ],
+        [pages.axis("kbps", "bitrate (kbps)"), pages.axis("fps", "frames/s", side="right")],
+        bands=[[2, 3, "rgba(144, 202, 249, 0.35)"]],
+        shade=shade,
+        height=240,
+    )  # fmt: skip
+    loss = pages.chart(
+        x,
+        [
+            pages.series("packet loss avg", m["packet_loss_pct_avg"], unit="%", color="#c62828",
+                         scale="pct", digits=2, width=1.6),
+            pages.series("packet loss max", m["packet_loss_pct_max"], unit="%", color="#ef9a9a",
+                         scale="pct", digits=2, width=0.8),
+            pages.series("latency avg", m["latency_ms_avg"], unit="ms", color="#00695c",
+                         scale="ms", width=1.6),
+            pages.series("latency p95", m["latency_ms_p95"], unit="ms", color="#80cbc4",
+                         scale="ms", width=0.8),
+        ],
+        [pages.axis("pct", "packet loss (%)"), pages.axis("ms", "latency (ms)", side="right")],
+        shade=shade,
+        height=240,
+    )  # fmt: skip
+    q = _with_gaps(_quality_steps(minutes), QUALITY_STEP)
+    tops = pages.stacked({band: q[band] for band in QUALITY_BANDS})
+    quality = pages.chart(
+        pages.values(q["t"], 0),
+        [
+            pages.series(band, tops[band], unit="%", color=QUALITY_COLORS[band], scale="share",
+                         display=pages.values(q[band], 1), width=0)
+            for band in QUALITY_BANDS
+        ],
+        [pages.axis("share", "share of samples (%)", top=100)],
+        bars=True,
+        shade=shade,
+        height=170,
+    )  # fmt: skip
+    return {"bitrate_fps": bitrate, "loss_latency": loss, "quality": quality}
+
+
+# -- HTML -----------------------------------------------------------------------------------
 
 LABELS = {
     "time_live_s": "Time live",
@@ -305,6 +343,11 @@ APPROXIMATION_NOTE = (
     "* from 1-minute rollups: p5 of the per-minute bitrate medians, median of the per-minute "
     "latency means (weighted by samples)."
 )
+BAND_NOTE = (
+    "Quality bands per sample: good (packet loss < 1 %, latency < 100 ms, fps ≥ 25), poor (loss "
+    "> 3 %, latency > 200 ms or fps < 20), else fair. A stream's day is poor when at least 10 % "
+    "of its samples were poor, fair when at least 10 % were fair or poor, else good."
+)
 
 
 def fmt(field: str, value: Any) -> str:
@@ -312,106 +355,230 @@ def fmt(field: str, value: Any) -> str:
     if value is None:
         return "–"
     if field.endswith("_share"):
-        return f"{100 * value:.1f} %"
+        return pages.fmt_share(value)
     if field in ("time_live_s", "drop_seconds"):
-        seconds = int(value)
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+        return pages.fmt_duration(value)
     if isinstance(value, float):
-        return f"{value:,.1f}"
+        return pages.fmt_number(value)
     return html.escape(str(value))
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
-        f"<body>{body}</body></html>\n"
+def _clock(moment: datetime | None) -> str:
+    return "open" if moment is None else moment.astimezone(UTC).strftime("%H:%M:%S")
+
+
+def dashboard_link(dashboard_url: str, stream_id: str) -> str:
+    """The live dashboard's page of a stream."""
+    return f"{dashboard_url}#stream={stream_id}"
+
+
+def _glance(summary: Mapping[str, Any]) -> Section:
+    band = pages.band_of(shares(summary))
+    items = [
+        ("Time live", pages.fmt_duration(summary["time_live_s"]), ""),
+        ("Bitrate median", pages.fmt_number(summary["bitrate_kbps_p50"], 0), "kbps"),
+        ("Frame rate avg", pages.fmt_number(summary["fps_avg"]), "fps"),
+        ("Packet loss avg", pages.fmt_number(summary["packet_loss_pct_avg"], 2), "%"),
+        ("Latency p95", pages.fmt_number(summary["latency_ms_p95"], 0), "ms"),
+        ("Bitrate drops", str(summary["drop_episodes"]),
+         pages.fmt_duration(summary["drop_seconds"]) if summary["drop_episodes"] else ""),
+        ("Alerts", str(summary["alerts_packet_loss_high"] + summary["alerts_fps_low"]), ""),
+    ]  # fmt: skip
+    quality = (
+        f"<div class=card><div class=label>Quality</div><div class=value>"
+        f"{pages.band_badge(band)}</div>{pages.shares_bar(shares(summary))}</div>"
     )
+    body = pages.cards(items).replace("<div class=cards>", f"<div class=cards>{quality}", 1)
+    return Section("glance", "At a glance", body + f"<p class=note>{BAND_NOTE}</p>")
 
 
-def _episodes_table(title: str, rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    if not rows:
-        return f"<h2>{title}</h2><p>None.</p>"
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<h2>{title}</h2><table><tr>{head}</tr>{body}</table>"
+def _charts_section(specs: Mapping[str, Mapping[str, Any]]) -> Section:
+    titles = {
+        "bitrate_fps": "Bitrate (kbps, line: mean, band: min–max per minute) and frame rate",
+        "loss_latency": "Packet loss (%) and latency (ms)",
+        "quality": "Quality band: share of samples per 5 minutes",
+    }
+    body = pages.toolbar(
+        "Drag across a chart to zoom in (all charts follow), double-click or “Live hours” to go "
+        "back, ◀ ▶ or the arrow keys to pan; hover for the values of a minute. Times in UTC. "
+        + DROP_SHADE_NOTE,
+        {"live": "Live hours", "all": "Whole day"},
+    ) + "".join(pages.chart_slot(k, titles[k]) for k in specs)
+    return Section("charts", "Over the day", body, specs)
 
 
-def _clock(moment: Any) -> str:
-    return "open" if pd.isna(moment) else pd.Timestamp(moment).strftime("%H:%M:%S")
-
-
-def stream_page(
-    summary: Mapping[str, Any], images: Mapping[str, str], alerts: pd.DataFrame, drops: pd.DataFrame
-) -> str:
-    """`<streamId>.html`: the summary, the three charts (embedded), the episodes."""
-    stream, day = summary["stream_id"], summary["day"]
+def _figures(summary: Mapping[str, Any]) -> Section:
     rows = "".join(
         f"<tr><th>{label}</th><td>{fmt(field, summary[field])}</td></tr>"
         for field, label in LABELS.items()
     )
-    pictures = "".join(
-        f'<img alt="{html.escape(name)} chart" src="data:image/png;base64,{data}">'
-        for name, data in images.items()
-    )
+    body = f"<table class=facts>{rows}</table><p class=note>{APPROXIMATION_NOTE}</p>"
+    return Section("figures", "All figures of the day", body)
+
+
+def _episodes(
+    alerts: Sequence[Mapping[str, Any]], drops: Sequence[Mapping[str, Any]]
+) -> list[Section]:
     drop_rows = [
         (
             _clock(r["started_at"]),
             _clock(r["ended_at"]),
-            f"{r['baseline_kbps']:,.0f}",
-            f"{r['observed_kbps']:,.0f}",
+            f"{r['baseline_kbps']:,.0f} kbps",
+            f"{r['observed_kbps']:,.0f} kbps",
             f"{r['drop_pct']:.0f} %",
         )
-        for r in _records(drops)
+        for r in drops
     ]
     alert_rows = [
         (html.escape(r["type"]), _clock(r["raised_at"]), _clock(r["cleared_at"]), f"{r['value']:g}")
-        for r in _records(alerts)
+        for r in alerts
     ]
-    body = (
-        f'<p><a href="index.html">← all streams of {day}</a></p>'
-        f"<h1>Stream {html.escape(stream)}</h1><p>{day} (UTC)</p>"
-        f"<table>{rows}</table><p class=note>{APPROXIMATION_NOTE}</p>{pictures}"
-        + _episodes_table(
+    return [
+        Section(
+            "drops",
             "Bitrate drops",
-            drop_rows,
-            ("Start", "End", "Baseline kbps", "Lowest kbps", "Drop"),
-        )
-        + _episodes_table("Alerts", alert_rows, ("Type", "Raised", "Cleared", "Value"))
+            pages.table(("Start (UTC)", "End", "Baseline", "Lowest", "Drop"), drop_rows),
+        ),
+        Section(
+            "alerts",
+            "Alerts",
+            pages.table(("Type", "Raised (UTC)", "Cleared", "Value"), alert_rows),
+        ),
+    ]
+
+
+def stream_page(
+    summary: Mapping[str, Any],
+    specs: Mapping[str, Mapping[str, Any]],
+    time_range: Mapping[str, Sequence[float]],
+    alerts: Sequence[Mapping[str, Any]],
+    drops: Sequence[Mapping[str, Any]],
+    *,
+    dashboard_url: str,
+    extra: Sequence[Section] = (),
+) -> str:
+    """`<streamId>.html`: key figures, the interactive charts, every figure, the episodes, then
+    the `extra` sections (viewer experience, quality advice…)."""
+    stream, day = summary["stream_id"], summary["day"]
+    week = week_name(date.fromisoformat(day))
+    nav = (
+        f'<a href="index.html">← All streams of {day}</a>'
+        f'<a href="../{week}/index.html">Week {week}</a>'
+        f'<a href="{html.escape(dashboard_link(dashboard_url, stream))}">Live dashboard ↗</a>'
     )
-    return _page(f"Stream {stream} — {day}", body)
+    begin, finish = (datetime.fromtimestamp(t, UTC) for t in time_range["live"])
+    hours = f"{begin:%H:%M}–{'24:00' if finish.date() > begin.date() else f'{finish:%H:%M}'}"
+    sections = [
+        _glance(summary),
+        _charts_section(specs),
+        _figures(summary),
+        *_episodes(alerts, drops),
+        *extra,
+    ]
+    return pages.page(
+        f"Stream {stream} — {day}",
+        nav=nav,
+        heading=f"Stream <code>{html.escape(stream)}</code>",
+        subtitle=f"{day} (UTC) · live within {hours} UTC",
+        sections=sections,
+        time_range=time_range,
+    )
+
+
+def render_stream(
+    stream_id: Any,
+    day: date,
+    daily: Mapping[str, Any],
+    minutes: Minutes,
+    alerts: Sequence[Mapping[str, Any]],
+    drops: Sequence[Mapping[str, Any]],
+    *,
+    dashboard_url: str,
+) -> tuple[dict[str, Any], str]:
+    """A stream's summary and page."""
+    summary = summarize(stream_id, day, daily, minutes, alerts, drops)
+    time_range = {"live": live_range(minutes, day), "all": [_epoch(b) for b in day_bounds(day)]}
+    page = stream_page(
+        summary,
+        charts(minutes, drops, day),
+        time_range,
+        alerts,
+        drops,
+        dashboard_url=dashboard_url,
+    )
+    return summary, page
 
 
 INDEX_COLUMNS = (
     "time_live_s",
-    "samples",
     "bitrate_kbps_avg",
     "bitrate_kbps_p5",
     "fps_avg",
     "packet_loss_pct_avg",
     "latency_ms_p95",
-    "good_share",
-    "poor_share",
     "alerts_packet_loss_high",
     "alerts_fps_low",
     "drop_episodes",
 )
 
 
-def index_page(day: date, summaries: Iterable[Mapping[str, Any]]) -> str:
-    """`index.html`: every stream of the day, worst first, linking to its page."""
+def _platform(ordered: Sequence[Mapping[str, Any]]) -> Section:
+    bands = [pages.band_of(shares(s)) for s in ordered]
+    live = sum(s["time_live_s"] for s in ordered)
+    items = [
+        ("Streams", f"{len(ordered):,}", ""),
+        *((f"Streams {b}", f"{bands.count(b):,}", "") for b in QUALITY_BANDS),
+        ("Hours live", pages.fmt_number(live / 3600), "h"),
+        ("Samples", f"{sum(s['samples'] for s in ordered):,}", ""),
+        ("Bitrate drops", f"{sum(s['drop_episodes'] for s in ordered):,}", ""),
+    ]
+    return Section("platform", "The platform that day", pages.cards(items))
+
+
+def index_page(day: date, summaries: Iterable[Mapping[str, Any]], *, dashboard_url: str) -> str:
+    """`index.html`: every stream of the day, worst first, with a sparkline of its day, linking
+    to its page and to its live dashboard page."""
     ordered = worst_first(summaries)
-    head = "<th>Stream</th>" + "".join(f"<th>{LABELS[c]}</th>" for c in INDEX_COLUMNS)
+    head = (
+        "Stream",
+        "Quality",
+        "Shares",
+        "Bitrate per 15 min (red: ≥ 10 % poor)",
+        *(LABELS[c] for c in INDEX_COLUMNS),
+        "Live",
+    )
     rows = []
     for s in ordered:
         stream = html.escape(s["stream_id"])
-        css = ' class="poor"' if (s["poor_share"] or 0) >= 0.1 else ""
-        cells = "".join(f"<td>{fmt(c, s[c])}</td>" for c in INDEX_COLUMNS)
-        rows.append(f'<tr{css}><td><a href="{stream}.html">{stream}</a></td>{cells}</tr>')
-    body = (
-        f"<h1>Stream health — {day.isoformat()} (UTC)</h1>"
-        f"<p>{len(ordered)} streams, worst first (time in poor quality, then time in bitrate "
-        f"drops, then alerts). <a href=summary.csv>summary.csv</a></p>"
-        f"<table><tr>{head}</tr>{''.join(rows)}</table><p class=note>{APPROXIMATION_NOTE}</p>"
+        live = html.escape(dashboard_link(dashboard_url, s["stream_id"]))
+        spark = s.get("trend") or {}
+        rows.append(
+            (
+                f'<a class=stream href="{stream}.html"><code>{stream}</code></a>',
+                pages.band_badge(pages.band_of(shares(s))),
+                pages.shares_bar(shares(s)),
+                pages.sparkline(
+                    spark.get("bitrate_kbps", []),
+                    spark.get("poor_share", []),
+                    title="mean bitrate per 15 minutes, 00:00–24:00 UTC",
+                ),
+                *(fmt(c, s[c]) for c in INDEX_COLUMNS),
+                f'<a class=live href="{live}">dashboard ↗</a>',
+            )
+        )
+    week = week_name(day)
+    streams = Section(
+        "streams",
+        "Streams, worst first",
+        "<p class=note>Ordered by time in poor quality, then time in bitrate drops, then alerts. "
+        f"{BAND_NOTE}</p>"
+        + pages.table(head, rows, empty="No stream reported that day.")
+        + f"<p class=note>{APPROXIMATION_NOTE}</p>",
     )
-    return _page(f"Stream health — {day.isoformat()}", body)
+    return pages.page(
+        f"Stream health — {day.isoformat()}",
+        nav=f'<a href="../{week}/index.html">Week {week}</a><a href="summary.csv">summary.csv</a>',
+        heading=f"Stream health — {day.isoformat()}",
+        subtitle=f"{len(ordered):,} streams, UTC day",
+        sections=[_platform(ordered), streams],
+    )

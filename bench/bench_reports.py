@@ -1,22 +1,27 @@
-"""Daily report for N streams × one full day read from the rollups: wall time and peak memory.
+"""Daily report for N streams × one full day read from the rollups: wall time, memory, size.
 
-    DATABASE_URL=postgresql:///streamstats .venv/bin/python bench/bench_reports.py --streams 1000
+    DATABASE_URL=postgresql:///streamstats .venv/bin/python bench/bench_reports.py \
+        --streams 1000 --small 100 --old 032d27e --runs 3
 
-Creates its own database on that server (dropped afterwards), fills `rollup_1m`/`rollup_1d`
-with a synthetic day (1,440 minutes per stream, some bitrate drops and alerts), then runs
-`jobs.reports.write_day`. Baseline in the same run: only reading every stream's 1-minute rows
-through `stream_stats_1m` (what the report must read anyway). Peak memory is the process's
-maximum RSS (ru_maxrss) measured in a child process per run, so runs do not inherit each other's.
+Creates two databases on that server (dropped afterwards), fills `rollup_1m`/`rollup_1d` of
+each with a synthetic day (1,440 minutes per stream, some bitrate drops and alerts) for
+`--streams` and for `--small` streams, then runs `jobs.reports.write_day` on both, interleaved,
+`--runs` times. With `--old REF`, the same job of that commit (checked out into a temporary
+git worktree, run on the current schema) is measured on the small database in the same runs:
+the baseline. Each run is a new process: its peak memory is its maximum RSS (ru_maxrss, or that of
+the largest worker process the old code starts), so runs do not inherit each other's. The load
+average is printed with every run, since the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
+import json
 import os
-import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamstats import migrations
-from streamstats.db import connect, create_pool
-from streamstats.settings import Settings
+from streamstats.db import connect
 from tests import dbutil
 
 DAY = date(2026, 3, 2)
@@ -88,96 +92,120 @@ async def seed(url: str, streams: int) -> None:
         await conn.close()
 
 
-async def read_only(url: str) -> int:
-    from analytics.report import day_bounds
-    from streamstats.sql import queries
+# One run in a fresh interpreter that imports only the tree it is given (argv[1]), so the
+# old commit's code runs with its own modules and SQL.
+CHILD = """
+import asyncio, inspect, json, os, resource, statistics, sys, time
+from datetime import date
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from jobs.reports import write_day
+from streamstats.db import create_pool
+from streamstats.settings import Settings
 
-    start, end = day_bounds(DAY)
-    pool = await create_pool(url, max_size=2)
-    rows = 0
-    try:
-        async with pool.acquire() as conn:
-            for day_row in await conn.fetch(queries["report_days"], start, None):
-                minutes = await conn.fetch(
-                    queries["report_minutes"], day_row["stream_id"], start, end
-                )
-                rows += len(minutes)
-    finally:
-        await pool.close()
-    return rows
-
-
-async def full_report(url: str, reports_dir: str, workers: int) -> int:
-    from jobs.reports import write_day
-
+async def run(url, reports_dir):
     settings = Settings(database_url=url, reports_dir=Path(reports_dir))
     pool = await create_pool(url, max_size=2)
     try:
-        return await write_day(settings, pool, DAY, workers=workers)
+        extra = {}
+        if "workers" in inspect.signature(write_day).parameters:
+            extra["workers"] = os.cpu_count() or 1
+        return await write_day(settings, pool, date.fromisoformat(sys.argv[4]), **extra)
     finally:
         await pool.close()
 
-
-def _child(kind: str, url: str, reports_dir: str, workers: int, out: Any) -> None:
-    started = time.perf_counter()
-    if kind == "report":
-        count = asyncio.run(full_report(url, reports_dir, workers))
-    else:
-        count = asyncio.run(read_only(url))
-    elapsed = time.perf_counter() - started
-    main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # The largest render worker, if any (they are separate processes).
-    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    out.put((count, elapsed, main, worker))
+started = time.perf_counter()
+count = asyncio.run(run(sys.argv[2], sys.argv[3]))
+elapsed = time.perf_counter() - started
+rss = max(resource.getrusage(who).ru_maxrss for who in
+          (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+folder = Path(sys.argv[3]) / sys.argv[4]
+pages = [p.stat().st_size for p in folder.glob("*.html") if p.name != "index.html"]
+print(json.dumps([count, elapsed, rss, statistics.median(pages),
+                  (folder / "index.html").stat().st_size]))
+"""
 
 
-def measure(kind: str, url: str, reports_dir: str, workers: int = 1) -> tuple[Any, ...]:
-    """(items, seconds, peak RSS MiB, largest worker's peak RSS MiB) of a run in a new process."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(kind, url, reports_dir, workers, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+def measure(url: str, tree: str) -> tuple[Any, ...]:
+    """(streams, seconds, peak RSS MiB, median page bytes, index bytes, load average) of one
+    run of `tree`'s report job in a new process."""
+    with tempfile.TemporaryDirectory() as reports_dir:
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, tree, url, reports_dir, DAY.isoformat()],
+            cwd=reports_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        sys.exit(f"the report run failed:\n{done.stderr}")
+    return (*json.loads(done.stdout.splitlines()[-1]), os.getloadavg()[0])
+
+
+def checkout(ref: str, where: Path) -> str:
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        ["git", "-C", str(root), "worktree", "add", "--detach", str(where), ref],
+        check=True,
+        capture_output=True,
+    )
+    return str(where)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--small", type=int, default=100, help="the smaller database's streams")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--old", metavar="REF", help="also measure this commit's report job")
     args = parser.parse_args()
     server = os.environ.get("DATABASE_URL", "postgresql:///streamstats")
-    url = dbutil.create_database(server, "streamstats_bench_reports")
+    urls = {}
+    old_tree = Path(tempfile.mkdtemp(prefix="bench-reports-old-")) / "tree"
     try:
-        asyncio.run(migrations.migrate(url))
-        t = time.perf_counter()
-        asyncio.run(seed(url, args.streams))
-        print(f"seeded {args.streams} streams × 1,440 minutes in {time.perf_counter() - t:.1f}s")
-        with tempfile.TemporaryDirectory() as reports_dir:
-            base, full = [], []
-            for run in range(args.runs):
-                base.append(measure("read", url, reports_dir))
-                full.append(measure("report", url, reports_dir, args.workers))
+        for size in (args.small, args.streams):
+            urls[size] = dbutil.create_database(server, "streamstats_bench_reports")
+            asyncio.run(migrations.migrate(urls[size]))
+            t = time.perf_counter()
+            asyncio.run(seed(urls[size], size))
+            print(f"seeded {size} streams × 1,440 minutes in {time.perf_counter() - t:.1f}s")
+        old = checkout(args.old, old_tree) if args.old else None
+        new = str(Path(__file__).resolve().parent.parent)
+        results: dict[str, list[tuple[Any, ...]]] = {}
+        for run in range(args.runs):
+            plan = [(f"new {args.small}", urls[args.small], new)]
+            plan.append((f"new {args.streams}", urls[args.streams], new))
+            if old is not None:
+                plan.append((f"old {args.small}", urls[args.small], old))
+            for name, url, tree in plan:
+                r = measure(url, tree)
+                results.setdefault(name, []).append(r)
                 print(
-                    f"run {run + 1}: read-only {base[-1][1]:.1f}s ({base[-1][2]:.0f} MiB), "
-                    f"report {full[-1][1]:.1f}s ({full[-1][2]:.0f} MiB + workers "
-                    f"{full[-1][3]:.0f} MiB each), {full[-1][0]} streams, {args.workers} workers"
+                    f"run {run + 1} {name:>9}: {r[0]} streams in {r[1]:.1f}s "
+                    f"({1000 * r[1] / r[0]:.1f} ms/stream), peak RSS {r[2]:.0f} MiB, "
+                    f"page {r[3] / 1024:.0f} KiB, index {r[4] / 1024:.0f} KiB, load {r[5]:.1f}",
+                    flush=True,
                 )
-            size = sum(p.stat().st_size for p in Path(reports_dir).rglob("*") if p.is_file())
-        b = statistics.median(r[1] for r in base)
-        f = statistics.median(r[1] for r in full)
-        print(
-            f"median of {args.runs}: baseline (read 1m rollups only) {b:.1f}s, "
-            f"peak {statistics.median(r[2] for r in base):.0f} MiB; full report {f:.1f}s "
-            f"({1000 * f / args.streams:.0f} ms/stream, {f / b:.1f}× the baseline), "
-            f"peak {statistics.median(r[2] for r in full):.0f} MiB + "
-            f"{statistics.median(r[3] for r in full):.0f} MiB per worker; "
-            f"files {size / 2**20:.0f} MiB"
-        )
+        print(f"medians of {args.runs}:")
+        for name, rs in results.items():
+            seconds = statistics.median(r[1] for r in rs)
+            print(
+                f"  {name:>9}: {seconds:.1f}s ({1000 * seconds / rs[0][0]:.1f} ms/stream), "
+                f"peak RSS {statistics.median(r[2] for r in rs):.0f} MiB, "
+                f"page {statistics.median(r[3] for r in rs) / 1024:.0f} KiB, "
+                f"load {statistics.median(r[5] for r in rs):.1f}"
+            )
+        if old is not None:
+            new_small = statistics.median(r[1] for r in results[f"new {args.small}"])
+            old_small = statistics.median(r[1] for r in results[f"old {args.small}"])
+            print(f"  old / new at {args.small} streams: {old_small / new_small:.1f}×")
     finally:
-        dbutil.drop_database(url)
+        for url in urls.values():
+            dbutil.drop_database(url)
+        if old_tree.exists():
+            root = Path(__file__).resolve().parent.parent
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(old_tree)])
+        shutil.rmtree(old_tree.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

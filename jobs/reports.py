@@ -1,43 +1,44 @@
-"""Daily reports: the 00:15 UTC job (the previous day) and `streamstats report` (any day).
+"""Reports: the 00:15 UTC job (the previous day and its week) and `streamstats report`.
 
 For every stream with data that day: a `stream_reports` row and `<streamId>.html` under
 `$STREAMSTATS_REPORTS_DIR/YYYY-MM-DD/`, then `summary.csv` and `index.html` rebuilt from the day's
-rows. Read from the rollup views, one stream at a time (memory stays flat however many streams).
-A whole-day run writes into a fresh directory and swaps it in, so re-running a day replaces it
-entirely; a run for some streams replaces just their files and rows.
+rows. Read from the rollup views, a batch of streams at a time (memory stays flat however many
+streams). A whole-day run writes into a fresh directory and swaps it in, so re-running a day
+replaces it entirely; a run for some streams replaces just their files and rows.
+
+Weekly pages (`YYYY-Www/`) are rebuilt from the day rollups after each day of their week.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import shutil
 import uuid
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pandas as pd
 from tqdm import tqdm
 
-from analytics import report
+from analytics import report, weekly
 from jobs.base import JobContext
+from streamstats import db
 from streamstats.db import create_pool
 from streamstats.settings import Settings
 from streamstats.sql import queries
 
 logger = logging.getLogger(__name__)
 
-# Below this many streams, starting worker processes costs more than it saves.
-PARALLEL_FROM = 20
-ALERT_COLUMNS = ["stream_id", "type", "value", "threshold", "raised_at", "cleared_at"]
-DROP_COLUMNS = ["stream_id", "started_at", "ended_at", "baseline_kbps", "observed_kbps", "drop_pct"]
+# Pages being built while the next streams are read: enough to keep the database and this
+# process busy at once, few enough that memory stays flat however many streams there are.
+IN_FLIGHT = 4
+# Streams whose minutes are read in one query (one day of one stream is ~170 KB).
+READ_BATCH = 50
 
 
 async def run_daily(ctx: JobContext) -> int:
@@ -48,8 +49,12 @@ async def run_daily(ctx: JobContext) -> int:
     never further back than the 1-minute rollups the reports are read from are kept.
     """
     written = 0
-    for day in await days_to_report(ctx):
-        written += await write_day(ctx.settings, ctx.pool, day, workers=os.cpu_count() or 1)
+    days = await days_to_report(ctx)
+    for day in days:
+        written += await write_day(ctx.settings, ctx.pool, day)
+    # Each week is rewritten with every day of it, so it is whole once its Sunday is reported.
+    for monday in sorted({weekly.monday_of(day) for day in days}):
+        await write_week(ctx.settings, ctx.pool, monday)
     return written
 
 
@@ -64,20 +69,27 @@ async def days_to_report(ctx: JobContext) -> list[date]:
     return [first + timedelta(days=n) for n in range((yesterday - first).days + 1)]
 
 
-async def report_command(settings: Settings, *, day: date, streams: list[str]) -> None:
-    """`streamstats report --day D [--stream ID]...`, with a progress bar."""
+async def report_command(
+    settings: Settings, *, day: date | None, week: str | None, streams: list[str]
+) -> None:
+    """`streamstats report --day D [--stream ID]...` (with a progress bar) or `--week W`."""
     ids = [uuid.UUID(s) for s in streams] or None
     pool = await create_pool(settings.database_url, max_size=2)
     try:
+        if week is not None:
+            folder = await write_week(settings, pool, weekly.week_start(week))
+            print(f"weekly report in {folder}")
+            return
+        assert day is not None
         with tqdm(desc=f"report {day.isoformat()}", unit="stream") as bar:
 
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            written = await write_day(
-                settings, pool, day, ids, progress=progress, workers=os.cpu_count() or 1
-            )
+            written = await write_day(settings, pool, day, ids, progress=progress)
+        # The day's pages link to their week, which now includes the day.
+        await write_week(settings, pool, weekly.monday_of(day))
     finally:
         await pool.close()
     print(f"{written} stream reports in {settings.reports_dir / day.isoformat()}")
@@ -90,12 +102,8 @@ async def write_day(
     streams: list[uuid.UUID] | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
-    workers: int = 1,
 ) -> int:
-    """Write the reports of `day` (all its streams, or only `streams`); returns how many.
-
-    `workers` > 1 renders the pages in that many (low-priority) processes.
-    """
+    """Write the reports of `day` (all its streams, or only `streams`); returns how many."""
     start, end = report.day_bounds(day)
     final = Path(settings.reports_dir) / day.isoformat()
     # A whole day is built aside and swapped in; some streams are written in place.
@@ -106,15 +114,11 @@ async def write_day(
 
     async with pool.acquire() as conn:
         days = await conn.fetch(queries["report_days"], start, streams)
-        alerts = _frame(await conn.fetch(queries["report_alerts"], start, end), ALERT_COLUMNS)
-        drops = _frame(await conn.fetch(queries["report_drops"], start, end), DROP_COLUMNS)
-        alerts_by = dict(tuple(alerts.groupby("stream_id"))) if len(alerts) else {}
-        drops_by = dict(tuple(drops.groupby("stream_id"))) if len(drops) else {}
+        alerts = _by_stream(await conn.fetch(queries["report_alerts"], start, end))
+        drops = _by_stream(await conn.fetch(queries["report_drops"], start, end))
         summaries: list[dict[str, Any]] = []
-        executor = _executor(workers, len(days))
-        loop = asyncio.get_running_loop()
-        # Rendering is CPU work, done in worker processes (or a thread) off the event loop; a
-        # few pages are in flight at once, so memory stays flat however many streams there are.
+        # Pages are built in a thread, off the event loop, while the next streams are read (a
+        # page costs a few milliseconds: worker processes would cost more to feed than they save).
         in_flight: deque[asyncio.Future[tuple[dict[str, Any], str]]] = deque()
 
         async def finish_one() -> None:
@@ -124,30 +128,29 @@ async def write_day(
             if progress is not None:
                 progress(len(summaries), len(days))
 
-        try:
-            for daily in days:
+        for first in range(0, len(days), READ_BATCH):
+            batch = days[first : first + READ_BATCH]
+            ids = [d["stream_id"] for d in batch]
+            matrix = await db.fetch_floats(
+                conn, queries["report_minutes"], ids, start, end, columns=report.MINUTES_WIDTH
+            )
+            for daily, minutes in zip(batch, report.split_minutes(matrix, len(ids)), strict=True):
                 stream_id = daily["stream_id"]
-                rows = await conn.fetch(queries["report_minutes"], stream_id, start, end)
-                minutes = pd.DataFrame([dict(r) for r in rows])
-                in_flight.append(
-                    loop.run_in_executor(
-                        executor,
-                        _render,
-                        stream_id,
-                        day,
-                        dict(daily),
-                        minutes,
-                        alerts_by.get(stream_id, alerts.iloc[0:0]),
-                        drops_by.get(stream_id, drops.iloc[0:0]),
-                    )
+                page = asyncio.to_thread(
+                    report.render_stream,
+                    stream_id,
+                    day,
+                    dict(daily),
+                    minutes,
+                    alerts.get(stream_id, []),
+                    drops.get(stream_id, []),
+                    dashboard_url=settings.dashboard_url,
                 )
-                if len(in_flight) >= 2 * workers:
+                in_flight.append(asyncio.ensure_future(page))
+                if len(in_flight) >= IN_FLIGHT:
                     await finish_one()
-            while in_flight:
-                await finish_one()
-        finally:
-            if executor is not None:
-                executor.shutdown(cancel_futures=True)
+        while in_flight:
+            await finish_one()
 
         async with conn.transaction():
             await conn.execute(queries["report_delete_day"], day, streams)
@@ -160,7 +163,8 @@ async def write_day(
             )
             everything = [r["summary"] for r in await conn.fetch(queries["report_summaries"], day)]
             _write(target / "summary.csv", report.summary_csv(everything))
-            _write(target / "index.html", report.index_page(day, everything))
+            index = report.index_page(day, everything, dashboard_url=settings.dashboard_url)
+            _write(target / "index.html", index)
     if streams is None:
         _swap(target, final)
     logger.info(
@@ -172,36 +176,41 @@ async def write_day(
     return len(summaries)
 
 
-def _executor(workers: int, streams: int) -> ProcessPoolExecutor | None:
-    """Worker processes when they pay for their start-up (about a second each), else None."""
-    if workers <= 1 or streams < PARALLEL_FROM:
-        return None
-    # spawn, not fork: the parent has threads and an event loop a forked child must not inherit.
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+async def write_week(settings: Settings, pool: asyncpg.Pool, monday: date) -> Path:
+    """Write `YYYY-Www/` (index.html, summary.csv, platform.csv) from the day rollups of that
+    ISO week and the week before; returns the folder. Replaces the folder entirely."""
+    before = datetime(monday.year, monday.month, monday.day, tzinfo=UTC) - timedelta(days=7)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(queries["report_week_streams"], before)
+    summaries = [s for r in rows if (s := weekly.summarize_stream(r, monday)) is not None]
+    days = weekly.platform(rows, monday)
+    final = Path(settings.reports_dir) / weekly.week_name(monday)
+    target = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    _write(target / "summary.csv", weekly.summary_csv(summaries))
+    _write(target / "platform.csv", weekly.platform_csv(days[7:]))
+    folders = {p.name for p in final.parent.iterdir() if p.is_dir()}
+    page = weekly.week_page(
+        monday, summaries, days, dashboard_url=settings.dashboard_url, folders=folders
     )
+    _write(target / "index.html", page)
+    _swap(target, final)
+    logger.info(
+        "wrote the weekly report %s",
+        final.name,
+        extra={"action": "weekly_report_written", "week": final.name, "streams": len(summaries)},
+    )
+    return final
 
 
-def _lower_priority() -> None:
-    # A report is never urgent: ingest running on the same machine comes first.
-    os.nice(10)
-
-
-def _render(
-    stream_id: Any,
-    day: date,
-    daily: dict[str, Any],
-    minutes: pd.DataFrame,
-    alerts: pd.DataFrame,
-    drops: pd.DataFrame,
-) -> tuple[dict[str, Any], str]:
-    summary = report.summarize(stream_id, day, daily, minutes, alerts, drops)
-    images = report.charts(minutes, drops, day)
-    return summary, report.stream_page(summary, images, alerts, drops)
-
-
-def _frame(rows: list[asyncpg.Record], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+def _by_stream(rows: list[asyncpg.Record]) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """Episode rows (ordered by stream) as plain dicts per stream."""
+    out: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(row["stream_id"], []).append(dict(row))
+    return out
 
 
 def _write(path: Path, text: str) -> None:

@@ -94,7 +94,19 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
     from jobs.reports import report_command
 
-    asyncio.run(report_command(settings, day=args.day, streams=args.stream))
+    if args.week is not None and args.stream:
+        raise StreamStatsError("--stream applies to --day: a weekly report covers every stream")
+    asyncio.run(report_command(settings, day=args.day, week=args.week, streams=args.stream))
+
+
+def _iso_week(text: str) -> str:
+    from analytics.weekly import week_start
+
+    try:
+        week_start(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _address(args: argparse.Namespace) -> dict[str, object]:
@@ -171,8 +183,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("report", help="write the daily report for a day (on demand or backfill)")
-    p.add_argument("--day", required=True, type=date.fromisoformat, metavar="YYYY-MM-DD")
+    p = sub.add_parser("report", help="write a day's or a week's reports (on demand or backfill)")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--day", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    when.add_argument("--week", type=_iso_week, metavar="YYYY-Www", help="e.g. 2026-W10")
     p.add_argument(
         "--stream", action="append", default=[], metavar="ID", help="only this stream (repeatable)"
     )

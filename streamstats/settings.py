@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     rollup_interval: Duration = timedelta(seconds=30)
     drops_interval: Duration = timedelta(seconds=15)
     reports_dir: Path = Path("reports")
+    # Where readers of the reports reach the live dashboard (its stream pages are linked).
+    dashboard_url: str = "http://127.0.0.1:8000/dashboard/"
 
     # Threshold alerts at ingest.
     alert_packet_loss_pct: float = Field(5.0, ge=0, le=100)

@@ -8,11 +8,20 @@ WHERE bucket = $1 AND ($2::uuid[] IS NULL OR stream_id = ANY($2::uuid[]))
 ORDER BY stream_id
 
 -- report_minutes --
--- One stream's 1-minute rollups over [start, end).
-SELECT *
+-- The 1-minute rollups of the streams $1 over [$2, $3), every column a float8 with NaN for NULL
+-- (read as one binary COPY), in stream and time order: the stream's position in $1 (ordered),
+-- epoch seconds, then
+-- analytics/report.py's MINUTE_COLUMNS, in that order.
+SELECT array_position($1::uuid[], stream_id)::float8, extract(epoch FROM bucket)::float8,
+       samples::float8, coalesce(bitrate_kbps_avg, 'NaN'), coalesce(bitrate_kbps_min, 'NaN'),
+       coalesce(bitrate_kbps_max, 'NaN'), coalesce(bitrate_kbps_p50, 'NaN'),
+       coalesce(fps_avg, 'NaN'), coalesce(packet_loss_pct_avg, 'NaN'),
+       coalesce(packet_loss_pct_max, 'NaN'), coalesce(latency_ms_avg, 'NaN'),
+       coalesce(latency_ms_p95, 'NaN'), good_samples::float8, fair_samples::float8,
+       poor_samples::float8
 FROM stream_stats_1m
-WHERE stream_id = $1 AND bucket >= $2 AND bucket < $3
-ORDER BY bucket
+WHERE stream_id = ANY($1::uuid[]) AND bucket >= $2 AND bucket < $3
+ORDER BY stream_id, bucket
 
 -- report_alerts --
 -- Threshold alert episodes raised in [start, end), of every stream.
@@ -48,3 +57,33 @@ ON CONFLICT (stream_id, day) DO UPDATE
 -- report_summaries --
 -- Every stream's summary of a day, for summary.csv and index.html.
 SELECT summary FROM stream_reports WHERE day = $1
+
+-- report_week_streams --
+-- Per stream with data in the 14 days from $1 (the week before the reported one, then that
+-- week): its day rollups as arrays in day order, and its drops and alerts started in the week.
+WITH drops AS (
+    SELECT stream_id, count(*) AS n FROM bitrate_drops
+    WHERE started_at >= $1::timestamptz + interval '7 days' AND started_at < $1::timestamptz + interval '14 days'
+    GROUP BY stream_id
+), alerts AS (
+    SELECT stream_id, count(*) AS n FROM stream_alerts
+    WHERE raised_at >= $1::timestamptz + interval '7 days' AND raised_at < $1::timestamptz + interval '14 days'
+    GROUP BY stream_id
+)
+SELECT d.stream_id,
+       array_agg(extract(epoch FROM d.bucket)::float8 ORDER BY d.bucket) AS day,
+       array_agg(d.samples::float8 ORDER BY d.bucket) AS samples,
+       array_agg(coalesce(d.bitrate_kbps_avg, 'NaN') ORDER BY d.bucket) AS bitrate_kbps_avg,
+       array_agg(coalesce(d.fps_avg, 'NaN') ORDER BY d.bucket) AS fps_avg,
+       array_agg(coalesce(d.packet_loss_pct_avg, 'NaN') ORDER BY d.bucket) AS packet_loss_pct_avg,
+       array_agg(d.good_samples::float8 ORDER BY d.bucket) AS good_samples,
+       array_agg(d.fair_samples::float8 ORDER BY d.bucket) AS fair_samples,
+       array_agg(d.poor_samples::float8 ORDER BY d.bucket) AS poor_samples,
+       coalesce(max(dr.n), 0) AS drop_episodes,
+       coalesce(max(al.n), 0) AS alerts
+FROM stream_stats_1d d
+LEFT JOIN drops dr ON dr.stream_id = d.stream_id
+LEFT JOIN alerts al ON al.stream_id = d.stream_id
+WHERE d.bucket >= $1::timestamptz AND d.bucket < $1::timestamptz + interval '14 days'
+GROUP BY d.stream_id
+ORDER BY d.stream_id
