@@ -79,6 +79,9 @@ async def test_dashboard_shows_health_alerts_history_and_viewers_live(browser, s
     )
     code = await script.finish(timeout=150)
     output = "".join(script.output)
+    # What the run saw (latencies included), next to its screenshots.
+    kept = [item for item in script.seen if item["event"] != "requests"]
+    (shots / "observations.json").write_text(json.dumps(kept, indent=1))
     assert code == 0, output
     assert script.of("page-errors") == [[]], output
 

@@ -158,9 +158,13 @@ function signIn(message = '') {
 }
 
 window.addEventListener('hashchange', () => {
-  session.adoptFragmentToken();
-  const token = session.storedToken();
-  if (!live && token) start();
+  const fresh = session.fragment().get('token');
+  if (fresh && live && live.token !== fresh.trim()) {
+    // A new link was opened in this tab: sign in with its token instead.
+    live.stop();
+    live = null;
+  }
+  if (!live) start();
   else route();
 });
 

@@ -75,6 +75,13 @@ export function timeLabels(u, splits) {
   });
 }
 
+function legendTime(u, v) {
+  if (v === null || v === undefined) return '–';
+  const d = new Date(v * 1000);
+  const day = `${d.getDate()} ${MONTHS[d.getMonth()]}`;
+  return `${day} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
 function xAxis() {
   return {
     stroke: COLORS.axis,
@@ -131,7 +138,7 @@ export class MetricChart {
     this.root = root;
     this.band = band;
     const series = [
-      {},
+      { value: legendTime },
       {
         label: title,
         stroke: COLORS.line,
@@ -200,7 +207,7 @@ export class QualityStrip {
       width: Math.max(280, root.clientWidth || 600),
       height,
       series: [
-        {},
+        { value: legendTime },
         {
           label: 'Quality',
           stroke: 'transparent',

@@ -279,8 +279,12 @@ export class Overview {
         el('time', { class: 'mono muted', datetime: feedTime(a) }, clock(feedTime(a))),
         el('span', { class: `state state-${a.state}` }, a.state === 'raised' ? 'Raised' : 'Cleared'),
         el('span', { class: 'feed-type' }, ALERT_LABELS[a.type] || a.type),
-        el('a', { href: `#stream=${a.streamId}`, class: 'mono', title: a.streamId }, shortId(a.streamId)),
-        el('span', { class: 'muted feed-value' }, alertValue(a)),
+        el(
+          'span',
+          { class: 'feed-where' },
+          el('a', { href: `#stream=${a.streamId}`, class: 'mono', title: a.streamId }, shortId(a.streamId)),
+          el('span', { class: 'muted' }, alertValue(a)),
+        ),
       ),
     );
     this.feedList.replaceChildren(...items);
