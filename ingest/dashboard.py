@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # The finest resolution whose point count stays within the cap is answered (docs/protocol.md).
-RAW_SPAN = timedelta(hours=1)
+# A little over an hour: "the last hour" asked with `to` left to the server's clock is raw too.
+RAW_SPAN = timedelta(minutes=65)
 RAW_POINTS = 3600
 ROLLUPS: tuple[tuple[str, timedelta], ...] = (
     ("1m", timedelta(minutes=1)),

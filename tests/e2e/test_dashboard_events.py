@@ -414,3 +414,42 @@ async def test_two_nodes_deliver_each_digest_once_with_rows_committed_on_either(
         # Rows sent 0.6 s apart with digests every 0.5 s: every row is seen, once, on both nodes.
         assert sorted(got) == sorted(sent), name
         assert elapsed / 0.5 - 2 <= len(recorder.digests) <= elapsed / 0.5 + 1, name
+
+
+async def test_the_guides_overview_example_merges_the_list_and_digests(server):
+    import shutil
+
+    from ingest.auth import mint_token
+    from tests.e2e.clients import GUIDE_STREAM
+    from tests.e2e.test_js_client import JS, NodeScript
+    from tests.servers import JWT_SECRET
+
+    node = shutil.which("node")
+    assert node is not None and (JS / "node_modules" / "socket.io-client").is_dir()
+    stream = str(uuid.uuid4())
+    async with Clients(server) as clients:
+        streamer = await clients.connect("streamer", [stream])
+        guide = await clients.connect("streamer", [GUIDE_STREAM])
+        first = guide_update(stream, now_iso(-2), bitrate=1111)
+        assert (await streamer.call("stream:stats:update", first))["ok"]
+        assert (await guide.call("stream:stats:update", guide_update(timestamp=now_iso(-1))))["ok"]
+        script = await NodeScript.start(
+            node,
+            "guide-overview.js",
+            server,
+            TOKEN=mint_token(JWT_SECRET, role="moderator", sub="guide"),
+            STREAM_ID=stream,
+        )
+        try:
+            await script.until("listed")
+        except Exception:
+            raise AssertionError("".join(script.output)) from None
+        later = guide_update(stream, now_iso(), bitrate=2222)
+        assert (await streamer.call("stream:stats:update", later))["ok"]
+        assert await script.finish() == 0, "".join(script.output)
+    states = script.of("state")
+    assert states[0][stream]["stats"]["bitrate"] == 1111, "the list's row first"
+    assert states[-1][stream]["stats"]["bitrate"] == 2222, "then the digest's"
+    assert states[-1][stream]["lastUpdated"] == later["timestamp"]
+    (logged,) = script.of("console")
+    assert logged[0] == "raw" and logged[1] >= 1 and logged[2] == "points"

@@ -28,8 +28,9 @@ function useSocket() {
 function useState(initial) {
   let value = initial;
   const set = (next) => {
-    value = next;
-    report('state', next);
+    // Like React: a function is an updater of the current value.
+    value = typeof next === 'function' ? next(value) : next;
+    report('state', value);
   };
   return [value, set];
 }

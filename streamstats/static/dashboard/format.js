@@ -13,6 +13,15 @@ export const ALERT_LABELS = {
   bitrate_drop: 'Bitrate drop',
 };
 
+/** The band one metric alone would give (docs/protocol.md's rule, metric by metric). */
+export function metricBand(metric, value) {
+  if (value === null || value === undefined) return 'none';
+  if (metric === 'packetLoss') return value > 3 ? 'poor' : value >= 1 ? 'fair' : 'good';
+  if (metric === 'latency') return value > 200 ? 'poor' : value >= 100 ? 'fair' : 'good';
+  if (metric === 'fps') return value < 20 ? 'poor' : value < 25 ? 'fair' : 'good';
+  return 'none';
+}
+
 export function band(quality) {
   return BANDS[quality] ? quality : 'none';
 }

@@ -12,6 +12,7 @@ import {
   clock,
   el,
   fps,
+  metricBand,
   ms,
   num,
   percent,
@@ -50,21 +51,21 @@ export const columns = [
     class: 'spark-cell',
     cell: (s) => sparkline(s.spark, { quality: band(s.quality) }),
   },
-  { key: 'fps', title: 'FPS', class: 'num', cell: (s) => fps(s.stats.fps), warn: (s) => s.stats.fps < 25 },
+  { key: 'fps', title: 'FPS', class: 'num', cell: (s) => fps(s.stats.fps), metric: 'fps' },
   { key: 'res', title: 'Resolution', class: 'num', cell: (s) => resolution(s.stats.resolution) },
   {
     key: 'loss',
     title: 'Loss',
     class: 'num',
     cell: (s) => percent(s.stats.packetLoss),
-    warn: (s) => s.stats.packetLoss >= 1,
+    metric: 'packetLoss',
   },
   {
     key: 'latency',
     title: 'Latency',
     class: 'num',
     cell: (s) => ms(s.stats.latency),
-    warn: (s) => s.stats.latency >= 100,
+    metric: 'latency',
   },
   { key: 'viewers', title: 'Viewers', class: 'num', cell: (s) => num(s.viewerCount) },
   {
@@ -84,6 +85,13 @@ export const columns = [
     cell: (s) => ago(s.lastUpdated),
   },
 ];
+
+/** Cells of metrics past a band threshold are coloured like that band (with the row's word). */
+function metricClass(column, s) {
+  if (!column.metric) return '';
+  const key = metricBand(column.metric, s.stats[column.metric]);
+  return key === 'fair' || key === 'poor' ? `m-${key}` : '';
+}
 
 function openCount(s) {
   return s.alerts.length + s.drops.length;
@@ -217,7 +225,7 @@ export class Overview {
       row.classList.toggle('alerting', openCount(s) > 0);
       row.replaceChildren(
         ...columns.map((c) =>
-          el('td', { class: `${c.class || ''} ${c.warn && c.warn(s) ? 'warn' : ''}`.trim(), dataset: { col: c.key } }, c.cell(s)),
+          el('td', { class: `${c.class || ''} ${metricClass(c, s)}`.trim(), dataset: { col: c.key } }, c.cell(s)),
         ),
       );
       this.body.append(row);

@@ -12,6 +12,7 @@ import {
   db,
   el,
   fps,
+  metricBand,
   ms,
   num,
   percent,
@@ -298,19 +299,23 @@ export class StreamPage {
         openAlerts ? el('span', { class: 'badge alert' }, `${openAlerts} open`) : null,
       ),
     );
-    const card = (key, label, value, warn = false) =>
+    const level = (metric) => {
+      const key = metricBand(metric, stats ? stats[metric] : null);
+      return key === 'fair' || key === 'poor' ? `m-${key}` : '';
+    };
+    const card = (key, label, value, cls = '') =>
       el(
         'div',
-        { class: `card ${warn ? 'warn' : ''}`, dataset: { card: key } },
+        { class: `card ${cls}`, dataset: { card: key } },
         el('div', { class: 'card-label' }, label),
         el('div', { class: 'card-value' }, value),
       );
     this.cards.replaceChildren(
       card('bitrate', 'Bitrate', bitrate(stats && stats.bitrate)),
-      card('fps', 'FPS', fps(stats && stats.fps), stats && stats.fps < 25),
+      card('fps', 'FPS', fps(stats && stats.fps), level('fps')),
       card('resolution', 'Resolution', resolution(stats && stats.resolution)),
-      card('loss', 'Packet loss', percent(stats && stats.packetLoss), stats && stats.packetLoss >= 1),
-      card('latency', 'Latency', ms(stats && stats.latency), stats && stats.latency >= 100),
+      card('loss', 'Packet loss', percent(stats && stats.packetLoss), level('packetLoss')),
+      card('latency', 'Latency', ms(stats && stats.latency), level('latency')),
       card('upload', 'Upload bandwidth', bitrate(stats && stats.bandwidth && stats.bandwidth.upload)),
       card('audio', 'Audio level', db(stats && stats.audioLevel)),
       card('viewers', 'Viewers', num(viewers)),
