@@ -28,6 +28,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 
 import ingest.alerts
 import ingest.dashboard
+import ingest.guard
 from ingest import metrics
 from ingest.auth import Action, Principal, decode_token, parse_stream_id
 from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
@@ -160,6 +161,7 @@ class IngestApp:
             client_manager=client_manager,
             cors_allowed_origins=settings.cors_allowed,
             json=WireJson(settings.max_event_bytes),
+            serializer=ingest.guard.StrictPacket,
             max_http_buffer_size=max(MAX_MESSAGE_BYTES, 4 * settings.max_event_bytes),
             logger=False,
             engineio_logger=False,
@@ -669,4 +671,5 @@ def create_app(
     app = IngestApp(settings, presence=presence, client_manager=client_manager)
     ingest.alerts.install(app)
     ingest.dashboard.install(app)
+    ingest.guard.install(app)
     return app

@@ -54,6 +54,16 @@ ACK_SECONDS = Histogram(
     "From receiving an update to acknowledging it after commit",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+MALFORMED = Counter(
+    "streamstats_malformed_packets",
+    "Packets refused below the events, by kind (engineio, socketio, binary, oversize)",
+    ["kind"],
+)
+DROPPED = Counter(
+    "streamstats_connections_dropped",
+    "Connections the server closed, by reason (malformed, oversize, connect_timeout)",
+    ["reason"],
+)
 QUEUE_ROWS = Gauge("streamstats_queue_rows", "Rows waiting in the write queue")
 CONNECTIONS = Gauge(
     "streamstats_connections", "Socket.IO connections on this node by role", ["role"]
@@ -81,6 +91,16 @@ def event(outcome: str, code: str = "") -> None:
     if counter is None:
         counter = _EVENT_COUNTERS[outcome, code] = EVENTS.labels(outcome, code)
     counter.inc()
+
+
+def malformed(kind: str) -> None:
+    """Count one packet refused by ingest/guard.py."""
+    MALFORMED.labels(kind).inc()
+
+
+def dropped(reason: str) -> None:
+    """Count one connection closed by ingest/guard.py."""
+    DROPPED.labels(reason).inc()
 
 
 def flushed(rows: int, seconds: float) -> None:
