@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -31,6 +31,7 @@ import ingest.dashboard
 import ingest.guard
 from ingest import metrics
 from ingest.auth import Action, Principal, decode_token, parse_stream_id
+from ingest.beacon import experience_payload, parse_beacon
 from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
 from ingest.http import HttpApp
 from ingest.presence import MemoryPresence, Presence
@@ -45,7 +46,7 @@ from ingest.schema import (
     stats_payload,
     stream_ref,
 )
-from ingest.writer import BatchWriter
+from ingest.writer import BEACONS, BatchWriter
 from streamstats.db import CONNECTION_ERRORS, create_pool
 from streamstats.errors import DatabaseUnavailable
 from streamstats.settings import Settings
@@ -59,6 +60,8 @@ READ_TIMEOUT = 5.0
 # Viewer presence calls (Redis with REDIS_URL) give up after this long: during a partition a
 # join or get answers `unavailable` instead of hanging with its handler.
 PRESENCE_TIMEOUT = 3.0
+# `stream:stats:get` answers the viewer experience of beacons stamped this recently.
+VIEWER_EXPERIENCE_WINDOW = timedelta(minutes=5)
 # Engine.IO drops a connection whose message exceeds this; anything between the 16 KiB event
 # limit and this is answered with `too_large` instead.
 MAX_MESSAGE_BYTES = 1_000_000
@@ -173,6 +176,8 @@ class IngestApp:
         self.presence: Presence = presence if presence is not None else MemoryPresence()
         self.pool: asyncpg.Pool | None = None
         self.writer: BatchWriter | None = None
+        # Viewer beacons have a writer (queue, batches, connection) of their own.
+        self.beacon_writer: BatchWriter | None = None
         self.after_commit: list[AfterCommit] = []
         # Extensions' lifecycle (ingest/alerts.py's LISTEN task): run after start, before close.
         self.on_start: list[Callable[[], Awaitable[None]]] = []
@@ -202,6 +207,8 @@ class IngestApp:
             )
         self.writer = BatchWriter(self.settings, self.pool)
         await self.writer.start()
+        self.beacon_writer = BatchWriter(self.settings, self.pool, target=BEACONS)
+        await self.beacon_writer.start()
         for hook in self.on_start:
             await hook()
         logger.info("ingest app started", extra={"action": "started"})
@@ -209,9 +216,7 @@ class IngestApp:
     async def drain(self) -> None:
         """Refuse new updates, flush every accepted one, wait until each is acknowledged."""
         self.draining = True
-        if self.writer is not None and not self._writer_closed:
-            self._writer_closed = True
-            await self.writer.close()
+        await self._close_writers()
         server = self.sio
         assert isinstance(server, _Server)
         while server.in_flight or self._tasks:
@@ -223,9 +228,7 @@ class IngestApp:
         """Close the writer (if not drained), presence and pool (ASGI lifespan shutdown)."""
         for hook in self.on_close:
             await hook()
-        if self.writer is not None and not self._writer_closed:
-            self._writer_closed = True
-            await self.writer.close()
+        await self._close_writers()
         try:
             await self.presence.close()
         except Exception:
@@ -236,6 +239,14 @@ class IngestApp:
                 await asyncio.wait_for(pool.close(), READ_TIMEOUT)
             except TimeoutError:
                 pool.terminate()
+
+    async def _close_writers(self) -> None:
+        """Flush and close both writers, at once (each within its rows' deadlines)."""
+        if self._writer_closed:
+            return
+        self._writer_closed = True
+        writers = [w for w in (self.writer, self.beacon_writer) if w is not None]
+        await asyncio.gather(*(w.close() for w in writers))
 
     # -- emitting --------------------------------------------------------------------------
 
@@ -323,6 +334,7 @@ class IngestApp:
             ("stream:stats:get", self._on_get),
             ("stream:stats:subscribe", self._on_subscribe),
             ("stream:stats:unsubscribe", self._on_unsubscribe),
+            ("stream:viewer:stats", self._on_beacon),
             ("stream:join", self._on_join),
             ("stream:leave", self._on_leave),
         ):
@@ -445,6 +457,26 @@ class IngestApp:
         metrics.acknowledged(time.perf_counter() - received)
         return answer
 
+    async def _on_beacon(
+        self, sid: str, connection: Connection, data: Any, stream: UUID | None
+    ) -> Answer:
+        principal = connection.principal
+        if not principal.can("beacon"):
+            raise Forbidden(f"a {principal.role} may not send stream:viewer:stats")
+        if self.draining or self.beacon_writer is None:
+            raise Unavailable("the server is shutting down: nothing was stored, retry later")
+        beacon = parse_beacon(
+            data, now=datetime.now(UTC), retention=self.settings.raw_retention, stream=stream
+        )
+        duplicate = await self.beacon_writer.submit(beacon.row)
+        result = {
+            "streamId": beacon.stream_id,
+            "viewId": beacon.view_id,
+            "timestamp": beacon.timestamp,
+            "duplicate": duplicate,
+        }
+        return await self._answer(sid, "stream:viewer:received", result)
+
     def _may_be_monitored(self, stream_id: str) -> bool:
         """Whether a monitor could receive the stream's broadcast (with Redis: always)."""
         manager = self.sio.manager
@@ -497,7 +529,7 @@ class IngestApp:
         if not principal.can("get"):
             raise Forbidden(f"a {principal.role} may not send stream:stats:get")
         stream_id = stream_ref(data)
-        record = await self._latest(stream_id)
+        record, experience = await self._latest(stream_id)
         # Without presence the whole answer is `unavailable`: a count of this node's viewers
         # only would be silently wrong with several nodes, and docs/protocol.md promises a number.
         viewers = await self._presence(self.presence.count(stream_id))
@@ -509,6 +541,7 @@ class IngestApp:
             "stats": stats,
             "quality": record["quality"] if record is not None else None,
             "viewerCount": viewers,
+            "viewerExperience": experience_payload(experience),
         }
         return await self._answer(sid, "stream:stats:current", result)
 
@@ -521,16 +554,21 @@ class IngestApp:
             logger.warning("presence failed: %r", exc, extra={"action": "presence_error"})
             raise Unavailable("viewer presence is unreachable, retry later") from exc
 
-    async def _latest(self, stream_id: str) -> asyncpg.Record | None:
+    async def _latest(self, stream_id: str) -> tuple[asyncpg.Record | None, asyncpg.Record | None]:
+        """The stream's latest sample and its viewer experience over the last few minutes."""
         if self.pool is None:
             raise Unavailable("the database is unreachable, retry later")
+        since = datetime.now(UTC) - VIEWER_EXPERIENCE_WINDOW
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 async with self.pool.acquire() as conn:
                     record: asyncpg.Record | None = await conn.fetchrow(
                         queries["ingest_latest"], UUID(stream_id)
                     )
-                    return record
+                    experience: asyncpg.Record | None = await conn.fetchrow(
+                        queries["viewer_experience_window"], UUID(stream_id), since
+                    )
+                    return record, experience
         except CONNECTION_ERRORS as exc:  # TimeoutError included
             logger.warning("latest read failed: %s", exc, extra={"action": "read_unavailable"})
             raise Unavailable("the database is unreachable, retry later") from exc
@@ -634,6 +672,7 @@ _EVENT_ACTION: dict[str, Action] = {
     "stream:stats:get": "get",
     "stream:stats:subscribe": "monitor",
     "stream:stats:unsubscribe": "monitor",
+    "stream:viewer:stats": "beacon",
     "stream:join": "watch",
     "stream:leave": "watch",
 }

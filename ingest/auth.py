@@ -16,7 +16,7 @@ from ingest.errors import Unauthorized
 from streamstats.errors import StreamStatsError
 
 Role = Literal["streamer", "viewer", "moderator", "analyst", "admin"]
-Action = Literal["update", "get", "monitor", "watch", "alerts"]
+Action = Literal["update", "get", "monitor", "watch", "beacon", "alerts"]
 
 ROLES: tuple[Role, ...] = ("streamer", "viewer", "moderator", "analyst", "admin")
 # Roles that receive broadcasts and may subscribe; without a `streams` claim they see every stream.
@@ -38,6 +38,7 @@ _ALLOWED: dict[Action, frozenset[str]] = {
     "get": frozenset({"streamer", "moderator", "analyst", "admin"}),
     "monitor": MONITORS,
     "watch": frozenset({"viewer"}),
+    "beacon": frozenset({"viewer"}),
     "alerts": frozenset({"streamer"}) | MONITORS,
 }
 

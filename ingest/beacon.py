@@ -162,3 +162,26 @@ def parse_beacon(
     return ValidBeacon(
         row=row, stream_id=str(stream), view_id=str(view), timestamp=isoformat(moment)
     )
+
+
+def experience_payload(record: Any) -> dict[str, Any]:
+    """`viewerExperience` of `stream:stats:current` from a viewer_experience_bucket() row."""
+    if record is None:
+        return {
+            "views": 0,
+            "rebufferPct": None,
+            "startupP50Ms": None,
+            "startupP95Ms": None,
+            "switchesPerView": None,
+            "failurePct": None,
+            "score": None,
+        }
+    return {
+        "views": record["views"],
+        "rebufferPct": record["rebuffer_pct"],
+        "startupP50Ms": record["startup_ms_p50"],
+        "startupP95Ms": record["startup_ms_p95"],
+        "switchesPerView": record["switches_per_view"],
+        "failurePct": record["failure_pct"],
+        "score": record["score"],
+    }

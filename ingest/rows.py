@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 # Column order of `stream_stats` (minus received_at, set by the writer), used by the writer's
@@ -42,6 +42,7 @@ class StatsRow(NamedTuple):
 class Committed(NamedTuple):
     """A row of a committed batch, as the writer hands it to `on_commit`."""
 
-    row: StatsRow
+    # A StatsRow, or a BeaconRow (ingest/beacon.py) from the viewer beacons' writer.
+    row: Any
     # The row was stored before (or earlier in the same batch): this commit added nothing.
     duplicate: bool

@@ -4,7 +4,9 @@ Each simulated streamer has a resolution/bitrate profile and a network; it strea
 most of the time and now and then goes through a congestion episode (packet loss and latency
 spike, bitrate collapses, the encoder steps down a resolution, then recovers), an fps dip
 (encoder overload) or a reconnect. Viewers join a stream, watch for a while, leave and pick
-another. A progress line shows what was sent, acknowledged and refused per second.
+another; while watching, each one's player sends a `stream:viewer:stats` beacon every two
+update intervals (`PlaybackModel`), and it stalls and switches down when its streamer is
+congested. A progress line shows what was sent, acknowledged and refused per second.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import sys
 import time
@@ -142,6 +145,118 @@ class StreamModel:
         }
 
 
+# Per-playback chances: it fails to start, or the viewer leaves before the first frame.
+P_FAIL = 0.01
+P_EXIT_BEFORE_START = 0.02
+# Per-beacon chances of a stall while the streamer is calm / congested (times its severity),
+# and of the viewer pausing for the interval.
+P_STALL_CALM = 0.03
+P_STALL_CONGESTED = 0.7
+P_PAUSE = 0.02
+
+
+@dataclass
+class PlaybackModel:
+    """One viewer's player watching one stream, advanced one beacon at a time (no I/O).
+
+    It starts in about a second (several when the streamer is congested), then plays; while its
+    streamer is congested it stalls far more often and for longer, and its adaptive bitrate
+    steps down a rendition, stepping back up once the stream is calm. Counters are cumulative
+    as the protocol asks, and grow by no more than the time between beacons.
+    """
+
+    stream: StreamModel
+    rng: random.Random
+    view_id: str
+    rung: int = 0
+    state: str = "starting"
+    startup_ms: float | None = None
+    watch_ms: float = 0.0
+    stall_count: int = 0
+    stall_ms: float = 0.0
+    up: int = 0
+    down: int = 0
+    error: dict[str, str] | None = None
+    last: datetime | None = None
+
+    @classmethod
+    def start(cls, stream: StreamModel, rng: random.Random) -> PlaybackModel:
+        view_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        return cls(stream=stream, rng=rng, view_id=view_id, rung=stream.rung)
+
+    @property
+    def over(self) -> bool:
+        return self.state in ("ended", "failed")
+
+    def step(self, now: datetime, elapsed_s: float) -> dict[str, Any]:
+        """The beacon after `elapsed_s` seconds more of watching."""
+        rng = self.rng
+        congested = self.stream.congestion > 0
+        budget = elapsed_s * 1000
+        if self.state == "starting":
+            if rng.random() < P_FAIL * (5 if congested else 1):
+                self.state = "failed"
+                self.error = {"code": "MEDIA_ERR_NETWORK", "message": "the stream did not load"}
+                return self._beacon(now)
+            if rng.random() < P_EXIT_BEFORE_START:
+                self.state = "ended"
+                return self._beacon(now)
+            startup = rng.lognormvariate(math.log(900), 0.4) * (
+                rng.uniform(2, 5) if congested else 1
+            )
+            self.startup_ms = round(min(startup, budget), 1)
+            budget -= self.startup_ms
+            self.state = "playing"
+        if rng.random() < P_PAUSE:
+            self.state = "paused"
+            return self._beacon(now)
+        chance = P_STALL_CONGESTED * self.stream.severity if congested else P_STALL_CALM
+        self.state = "playing"
+        if rng.random() < chance:
+            longest = 6000 * self.stream.severity if congested else 1500
+            stalled = min(budget, rng.uniform(300, max(300, longest)))
+            self.stall_count += 1
+            self.stall_ms += round(stalled, 1)
+            budget -= stalled
+            if rng.random() < 0.2:
+                self.state = "stalled"  # still waiting for data as the beacon goes out
+        self.watch_ms += round(max(0.0, budget), 1)
+        if congested and self.rung < len(LADDER) - 1 and rng.random() < 0.6:
+            self.rung += 1
+            self.down += 1
+        elif not congested and self.rung > self.stream.rung and rng.random() < 0.3:
+            self.rung -= 1
+            self.up += 1
+        return self._beacon(now)
+
+    def finish(self, now: datetime) -> dict[str, Any]:
+        """The last beacon: the viewer leaves."""
+        if not self.over:
+            self.state = "ended"
+        return self._beacon(now)
+
+    def _beacon(self, now: datetime) -> dict[str, Any]:
+        if self.last is not None and now <= self.last:
+            now = self.last + timedelta(milliseconds=1)
+        self.last = now
+        width, height, kbps = LADDER[self.rung]
+        beacon: dict[str, Any] = {
+            "streamId": self.stream.stream_id,
+            "viewId": self.view_id,
+            "timestamp": _iso(now),
+            "state": self.state,
+            "startupTime": self.startup_ms,
+            "watchTime": round(self.watch_ms, 1),
+            "stalls": {"count": self.stall_count, "duration": round(self.stall_ms, 1)},
+            "renditionChanges": {"up": self.up, "down": self.down},
+            "bitrate": kbps,
+            "resolution": {"width": width, "height": height},
+        }
+        if self.error is not None:
+            beacon["error"] = self.error
+        return beacon
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -158,6 +273,8 @@ class Tally:
     joins: int = 0
     leaves: int = 0
     viewers: int = 0  # viewer connections currently joined
+    beacons: int = 0
+    beacons_acknowledged: int = 0
     acked_keys: set[tuple[str, str]] = field(default_factory=set)
 
     @property
@@ -174,7 +291,8 @@ class Tally:
         return (
             f"sent {self.sent}, acknowledged {self.acknowledged} "
             f"({self.duplicates} duplicates, {self.stored} distinct rows), errors: {errors}; "
-            f"{self.reconnects} reconnects, {self.joins} joins, {self.leaves} leaves"
+            f"{self.reconnects} reconnects, {self.joins} joins, {self.leaves} leaves, "
+            f"{self.beacons} viewer beacons ({self.beacons_acknowledged} acknowledged)"
         )
 
 
@@ -320,6 +438,34 @@ class Simulation:
         with contextlib.suppress(socketio.exceptions.ConnectionError):
             await client.connect(self.url, token)
 
+    async def _watch(
+        self, sio: socketio.AsyncClient, playback: PlaybackModel, rng: random.Random
+    ) -> None:
+        """Watch for a while, a beacon every two update intervals, then the final beacon."""
+        every = 2 * self.interval
+        until = time.monotonic() + rng.expovariate(1 / (6 * self.interval))
+        last = time.monotonic()
+        while not playback.over and not self._stopping.is_set() and time.monotonic() < until:
+            await asyncio.sleep(min(every, max(0.0, until - time.monotonic())))
+            moment = time.monotonic()
+            await self._beacon(sio, playback.step(datetime.now(UTC), moment - last))
+            last = moment
+        if not playback.over and sio.connected:
+            await self._beacon(sio, playback.finish(datetime.now(UTC)))
+
+    async def _beacon(self, sio: socketio.AsyncClient, beacon: dict[str, Any]) -> None:
+        self.tally.beacons += 1
+        try:
+            ack = await sio.call("stream:viewer:stats", beacon, timeout=10)
+        except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
+            self.tally.errors["beacon_timeout"] += 1
+            return
+        if isinstance(ack, dict) and ack.get("ok"):
+            self.tally.beacons_acknowledged += 1
+        else:
+            error = ack.get("error") if isinstance(ack, dict) else None
+            self.tally.errors["beacon_" + (error or {}).get("code", "error")] += 1
+
     async def _viewer(self, index: int) -> None:
         """Joins a stream, watches a while, leaves, sometimes switches stream or reconnects."""
         rng = random.Random(self.rng.random())
@@ -332,17 +478,17 @@ class Simulation:
             try:
                 await sio.connect(self.url, auth={"token": token}, transports=["websocket"])
                 for _ in range(rng.randint(1, 4)):
-                    stream_id = rng.choice(streams)
-                    await sio.emit("stream:join", {"streamId": stream_id})
+                    model = rng.choice(choices)
+                    await sio.emit("stream:join", {"streamId": model.stream_id})
                     self.tally.joins += 1
                     self.tally.viewers += 1
                     try:
-                        await asyncio.sleep(rng.expovariate(1 / (6 * self.interval)))
+                        await self._watch(sio, PlaybackModel.start(model, rng), rng)
                     finally:
                         self.tally.viewers -= 1
                     if not sio.connected:
                         break
-                    await sio.emit("stream:leave", {"streamId": stream_id})
+                    await sio.emit("stream:leave", {"streamId": model.stream_id})
                     self.tally.leaves += 1
             except socketio.exceptions.ConnectionError:
                 self.tally.errors["viewer_connect"] += 1

@@ -26,6 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -33,7 +34,7 @@ import asyncpg
 
 from ingest import metrics
 from ingest.errors import Invalid, Overloaded, Unavailable
-from ingest.rows import Committed, StatsRow
+from ingest.rows import Committed
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.settings import Settings
 from streamstats.sql import queries
@@ -65,8 +66,27 @@ _NOT_STORED = "the database is unreachable: nothing was stored, retry later"
 _REFUSED = "the database refused the update ({}): nothing was stored"
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a writer stores: the rows of one table, idempotently on their key.
+
+    `query` inserts a batch given one array per column (in the row's field order) and returns the
+    keys of the rows it stored, as `key` makes them from a row; `probe` says whether the writer
+    can store rows at all (reachable, writable, migrated).
+    """
+
+    query: str
+    probe: str
+    key: Callable[[Any], tuple[UUID, Any]]
+
+
+# Stream samples (`stream:stats:update`) and viewer beacons (`stream:viewer:stats`).
+STATS = Target("write_batch", "writer_probe", lambda row: (row.stream_id, row.time))
+BEACONS = Target("write_beacons", "beacon_writer_probe", lambda row: (row.view_id, row.time))
+
+
 class _Item(NamedTuple):
-    row: StatsRow
+    row: Any
     future: asyncio.Future[bool]
     submitted: float  # loop time
 
@@ -94,9 +114,17 @@ class BatchWriter:
     flag). It runs in the flush loop: it must not block, and what it raises is only logged.
     """
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, on_commit: OnCommit | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        on_commit: OnCommit | None = None,
+        target: Target = STATS,
+    ):
         self.settings = settings
         self.pool = pool
+        self.target = target
+        self._key = target.key
         self.on_commit = on_commit
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
@@ -112,7 +140,7 @@ class BatchWriter:
         self._batch_s = settings.batch_ms / 1000
         self._timeout_s = settings.write_timeout.total_seconds()
         self._margin = min(MIN_ATTEMPT, self._timeout_s / 4)
-        self._sql = queries["write_batch"]
+        self._sql = queries[target.query]
         self.rows_written = 0
         self.duplicates = 0
         self.batches = 0
@@ -150,7 +178,7 @@ class BatchWriter:
             self._task.add_done_callback(self._loop_ended)
             self._expirer = asyncio.create_task(self._expire_loop(), name="batch-writer-expiry")
 
-    def submit(self, row: StatsRow) -> asyncio.Future[bool]:
+    def submit(self, row: Any) -> asyncio.Future[bool]:
         """Queue a row; the future says `True` if it was already stored, once committed."""
         if self._closing:
             raise Unavailable("the server is shutting down: nothing was stored, retry later")
@@ -336,7 +364,7 @@ class BatchWriter:
         # Rows repeated within the batch: the first is written, the others are duplicates of it.
         first: dict[tuple[UUID, Any], _Item] = {}
         for item in batch:
-            first.setdefault(_key(item.row), item)
+            first.setdefault(self._key(item.row), item)
         # In key order: writers on several nodes then take row locks in one order, so inserting
         # overlapping rows (a client resending to another node) waits instead of deadlocking.
         rows = [first[key].row for key in sorted(first)]
@@ -353,7 +381,7 @@ class BatchWriter:
         stored = {(r[0], r[1]) for r in inserted}
         committed: list[Committed] = []
         for item in batch:
-            key = _key(item.row)
+            key = self._key(item.row)
             duplicate = first[key] is not item or key not in stored
             self._resolve(item, duplicate)
             committed.append(Committed(item.row, duplicate))
@@ -443,14 +471,17 @@ class BatchWriter:
         """The database refuses this row for its values: resending it would not help."""
         self.refused += 1
         # Refused now, so it was not stored by an earlier attempt with an unknown outcome.
-        self._uncertain.discard(_key(item.row))
+        self._uncertain.discard(self._key(item.row))
         logger.warning(
-            "update refused by the database: %s",
+            "row refused by the database: %s",
             _describe(exc),
             extra={"action": "writer_refused", "stream_id": str(item.row.stream_id)},
         )
         if not item.future.done():
-            item.future.set_exception(Invalid(_REFUSED.format(_describe(exc))))
+            # A refusal that names the protocol field (viewer beacons' checks) says which.
+            field = getattr(exc, "column_name", None)
+            message = _describe(exc) if field else _REFUSED.format(_describe(exc))
+            item.future.set_exception(Invalid(message, field=field))
             item.future.exception()
 
     # -- outages ---------------------------------------------------------------------------
@@ -534,7 +565,7 @@ class BatchWriter:
         try:
             await self._connect()
             async with asyncio.timeout(self._timeout_s):
-                writable = await self._conn.fetchval(queries["writer_probe"])
+                writable = await self._conn.fetchval(queries[self.target.probe])
         except CONNECTION_ERRORS:
             await self._drop_connection()
             return
@@ -553,7 +584,7 @@ class BatchWriter:
 
     def _fail_waiting(self, item: _Item) -> None:
         """Fail a row that will not be attempted again, saying whether it may be stored."""
-        key = _key(item.row)
+        key = self._key(item.row)
         if key in self._uncertain:
             self._uncertain.discard(key)
             self._fail(item, _MAYBE_STORED)
@@ -576,7 +607,3 @@ def _refuses_rows(exc: asyncpg.PostgresError) -> bool:
 
 def _describe(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _key(row: StatsRow) -> tuple[UUID, Any]:
-    return (row.stream_id, row.time)

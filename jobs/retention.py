@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 
 from jobs.base import JobContext
-from jobs.rollups import refresh
+from jobs.rollups import refresh, refresh_viewer_experience
 from streamstats.sql import queries
 
 logger = logging.getLogger(__name__)
 
 
 async def run(ctx: JobContext) -> int:
-    """Drop raw chunks past raw_retention; delete 1-minute rollups and advice past theirs."""
+    """Drop raw sample and beacon chunks past raw_retention; old 1-minute rollups and advice."""
     raw_before = ctx.now - ctx.settings.raw_retention
     minutes_before = ctx.now - ctx.settings.rollup_1m_retention
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -21,11 +21,16 @@ async def run(ctx: JobContext) -> int:
         # longer exist. The rollups lock keeps a concurrent refresh out until we commit.
         await conn.execute(queries["rollups_lock"])
         await refresh(conn, ctx.now)
+        await refresh_viewer_experience(conn, ctx.now)
         chunks = await conn.fetchval(queries["retention_drop_raw"], raw_before)
+        chunks += await conn.fetchval(queries["viewer_retention_drop_raw"], raw_before)
         status = await conn.execute(queries["rollups_delete_1m_before"], minutes_before)
+        viewer_status = await conn.execute(
+            queries["viewer_rollups_delete_1m_before"], minutes_before
+        )
         # Advice is kept as long as the 1-minute rollups it is read next to.
         advice = await conn.execute(queries["advice_delete_before"], minutes_before)
-    deleted = int(status.split()[-1])
+    deleted = int(status.split()[-1]) + int(viewer_status.split()[-1])
     advice_deleted = int(advice.split()[-1])
     logger.info(
         "retention: dropped %d raw chunks before %s, %d one-minute rollups and %d advice before %s",

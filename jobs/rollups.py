@@ -53,26 +53,49 @@ async def refresh(conn: asyncpg.Connection, now: datetime) -> Refreshed:
     )
 
 
+# The granularities of viewer experience, in refresh order: minutes queue their hours and days.
+VIEWER_GRANULARITIES = ("1m", "1h", "1d")
+
+
+async def refresh_viewer_experience(conn: asyncpg.Connection, now: datetime) -> Refreshed:
+    """Recompute the changed viewer experience buckets that are complete, like `refresh`."""
+    done = {}
+    for granularity in VIEWER_GRANULARITIES:
+        done[granularity] = await conn.fetchrow(queries["viewer_rollups_refresh"], granularity, now)
+    return Refreshed(
+        rows=sum(record["rows"] for record in done.values()),
+        minutes=done["1m"]["buckets"],
+        hours=done["1h"]["buckets"],
+        days=done["1d"]["buckets"],
+    )
+
+
 async def run(ctx: JobContext) -> int:
     """Refresh all rollups in one transaction; returns the rollup rows written or deleted."""
     async with ctx.pool.acquire() as conn:
         async with conn.transaction():
             done = await refresh(conn, ctx.now)
+            viewers = await refresh_viewer_experience(conn, ctx.now)
         # The log churns (every sample adds to it, every refresh empties it): without this the
         # views' probes into it wade through dead entries until autovacuum comes by, and the
         # planner misjudges a table that swings between empty and hundreds of thousands of rows.
         await conn.execute(queries["rollups_vacuum"])
+        await conn.execute(queries["viewer_rollups_vacuum"])
     logger.info(
-        "refreshed rollups: %d minute, %d hour, %d day buckets",
+        "refreshed rollups: %d minute, %d hour, %d day buckets; viewer experience: %d, %d, %d",
         done.minutes,
         done.hours,
         done.days,
+        viewers.minutes,
+        viewers.hours,
+        viewers.days,
         extra={
             "action": "refresh_rollups",
             "minutes": done.minutes,
             "hours": done.hours,
             "days": done.days,
             "rows": done.rows,
+            "viewer_rows": viewers.rows,
         },
     )
-    return done.rows
+    return done.rows + viewers.rows

@@ -19,11 +19,24 @@ from tests.servers import JWT_SECRET, ServerProcess
 GUIDE_STREAM = "123e4567-e89b-12d3-a456-426614174000"
 EVENTS = (
     "stream:stats:received",
+    "stream:viewer:received",
     "stream:stats:current",
     "stream:stats:update",
     "stream:alert",
     "error",
 )
+
+
+# `viewerExperience` of `stream:stats:current` for a stream no viewer sent a beacon for lately.
+NO_VIEWER_EXPERIENCE = {
+    "views": 0,
+    "rebufferPct": None,
+    "startupP50Ms": None,
+    "startupP95Ms": None,
+    "switchesPerView": None,
+    "failurePct": None,
+    "score": None,
+}
 
 
 def now_iso(offset_s: float = 0) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ingest.auth import mint_token
-from tests.e2e.clients import GUIDE_STREAM, Clients, shared_server
+from tests.e2e.clients import GUIDE_STREAM, NO_VIEWER_EXPERIENCE, Clients, shared_server
 from tests.servers import JWT_SECRET, ServerProcess
 
 JS = Path(__file__).resolve().parent.parent / "js"
@@ -134,7 +134,13 @@ async def test_guide_examples_run_unchanged_with_the_official_client(node, start
         assert await dashboard.finish() == 0, "".join(dashboard.output)
         rows = await conn.fetch("SELECT * FROM stream_stats ORDER BY time")
 
-    assert first == {"streamId": GUIDE_STREAM, "stats": None, "quality": None, "viewerCount": 2}
+    assert first == {
+        "streamId": GUIDE_STREAM,
+        "stats": None,
+        "quality": None,
+        "viewerCount": 2,
+        "viewerExperience": NO_VIEWER_EXPERIENCE,
+    }
     received = streamer.of("received")
     assert {r["timestamp"] for r in received} >= {"2025-01-21T10:30:00.000Z"}
     assert all(r["streamId"] == GUIDE_STREAM and r["duplicate"] is False for r in received)
@@ -162,6 +168,7 @@ async def test_guide_examples_run_unchanged_with_the_official_client(node, start
         },
         "quality": "good",
         "viewerCount": 2,
+        "viewerExperience": NO_VIEWER_EXPERIENCE,
     }
     # What the client guide's dashboard component shows from it.
     assert dashboard.of("render")[-1] == [

@@ -11,7 +11,14 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from tests.e2e.clients import GUIDE_STREAM, Clients, guide_update, now_iso, shared_server
+from tests.e2e.clients import (
+    GUIDE_STREAM,
+    NO_VIEWER_EXPERIENCE,
+    Clients,
+    guide_update,
+    now_iso,
+    shared_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +134,7 @@ async def test_get_answers_the_latest_stored_sample_with_viewer_count(server):
         },
         "quality": "good",
         "viewerCount": 3,
+        "viewerExperience": NO_VIEWER_EXPERIENCE,
     }
     # Numbers come back exactly as sent (double precision, never float4).
     assert current["stats"]["packetLoss"] == 0.1
@@ -139,7 +147,13 @@ async def test_get_without_callback_answers_current_and_null_for_a_silent_stream
         dashboard = await clients.connect("analyst")
         await dashboard.emit("stream:stats:get", {"streamId": stream})
         (current,) = await dashboard.wait_for("stream:stats:current")
-    assert current == {"streamId": stream, "stats": None, "quality": None, "viewerCount": 0}
+    assert current == {
+        "streamId": stream,
+        "stats": None,
+        "quality": None,
+        "viewerCount": 0,
+        "viewerExperience": NO_VIEWER_EXPERIENCE,
+    }
 
 
 async def test_viewer_count_follows_joins_leaves_and_disconnects(server):

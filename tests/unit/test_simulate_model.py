@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from ingest.beacon import parse_beacon
 from ingest.schema import parse_update
-from ingest.simulate import LADDER, StreamModel
+from ingest.simulate import LADDER, PlaybackModel, StreamModel
 
 START = datetime(2026, 1, 21, 10, 0, tzinfo=UTC)
 
@@ -67,3 +69,65 @@ def test_timestamps_strictly_increase_even_when_the_clock_does_not():
     model = StreamModel.random(random.Random(1))
     stamps = [model.step(START)["timestamp"] for _ in range(3)]
     assert stamps == sorted(set(stamps))
+
+
+# --- viewers ------------------------------------------------------------------------------------
+
+
+def watch(congested: bool, beacons: int = 30, seed: int = 11) -> list[dict]:
+    """The beacons of one playback, every 10 s, with the streamer calm or congested throughout."""
+    rng = random.Random(seed)
+    stream = StreamModel.random(random.Random(seed))
+    playback = PlaybackModel.start(stream, rng)
+    out = []
+    for i in range(beacons):
+        stream.congestion, stream.severity = (5, 0.9) if congested else (0, 0.0)
+        out.append(playback.step(START + timedelta(seconds=10 * (i + 1)), 10.0))
+        if playback.over:
+            break
+    if not playback.over:
+        out.append(playback.finish(START + timedelta(seconds=10 * (beacons + 1))))
+    return out
+
+
+def test_every_beacon_is_valid_and_its_counters_only_grow():
+    counters = ("watchTime", "stalls.count", "stalls.duration", "renditionChanges.down")
+
+    def value(beacon: dict, path: str) -> float:
+        node: Any = beacon
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    for seed in range(40):
+        for congested in (False, True):
+            beacons = watch(congested, seed=seed)
+            for beacon in beacons:
+                parse_beacon(beacon, now=START + timedelta(hours=1), retention=timedelta(days=30))
+            for before, after in itertools.pairwise(beacons):
+                for path in counters:
+                    assert value(after, path) >= value(before, path), path
+                grown = (after["watchTime"] - before["watchTime"]) + (
+                    after["stalls"]["duration"] - before["stalls"]["duration"]
+                )
+                assert grown <= 10_000 + 1e-6  # never more than the time that passed
+            assert beacons[-1]["state"] in ("ended", "failed")
+            assert len({b["viewId"] for b in beacons}) == 1
+
+
+def test_viewers_of_a_congested_stream_stall_more_and_switch_down():
+    def totals(congested: bool) -> tuple[float, float, float]:
+        ends = [watch(congested, seed=seed)[-1] for seed in range(40)]
+        watched = sum(e["watchTime"] for e in ends)
+        stalled = sum(e["stalls"]["duration"] for e in ends)
+        return (
+            stalled / (watched + stalled),
+            sum(e["stalls"]["count"] for e in ends),
+            sum(e["renditionChanges"]["down"] for e in ends),
+        )
+
+    calm_pct, calm_stalls, calm_down = totals(False)
+    bad_pct, bad_stalls, bad_down = totals(True)
+    assert calm_pct < 0.02 < 0.1 < bad_pct
+    assert bad_stalls > 5 * calm_stalls
+    assert bad_down > calm_down
