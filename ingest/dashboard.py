@@ -37,6 +37,7 @@ from ingest.digest import (
     MIN_INTERVAL_MS,
     Digests,
     RedisBus,
+    ViewerCounts,
 )
 from ingest.errors import Forbidden, Invalid, Unavailable
 from ingest.rows import StatsRow
@@ -71,6 +72,7 @@ FEED_SPAN = timedelta(hours=1)
 FEED_ROWS = 100
 REPORT_DAYS = 60
 READ_TIMEOUT = 10.0
+PRESENCE_TIMEOUT = 3.0
 
 STATIC = "/dashboard/"
 
@@ -205,7 +207,7 @@ class DashboardEvents:
                 self.app.settings.drop_start_ratio,
                 FEED_ROWS,
             )
-        viewers = await self.app._presence(self.digests.viewers.counts([str(i) for i in ids]))
+        viewers = await viewer_counts(self.digests.viewers, [str(i) for i in ids])
         open_alerts = _by_stream(alerts, _open_alert)
         open_drops = _by_stream(drops, _drop)
         lines: dict[UUID, tuple[list[str], list[float]]] = defaultdict(lambda: ([], []))
@@ -288,6 +290,16 @@ class DashboardEvents:
 
     def _read(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return _read(self.app.pool)
+
+
+async def viewer_counts(presence: ViewerCounts, stream_ids: list[str]) -> dict[str, int]:
+    """Live viewer counts, bounded in time: a presence store out of reach is `unavailable`."""
+    try:
+        async with asyncio.timeout(PRESENCE_TIMEOUT):
+            return await presence.counts(stream_ids)
+    except Exception as exc:  # TimeoutError, Redis and socket errors
+        logger.warning("presence failed: %r", exc, extra={"action": "presence_error"})
+        raise Unavailable("viewer presence is unreachable, retry later") from exc
 
 
 @contextlib.asynccontextmanager
