@@ -1,4 +1,4 @@
-"""`stream:viewer:stats` against a real server: stored, acknowledged after commit, refused by field."""
+"""`stream:viewer:stats` against a real server: stored, acknowledged after commit, refused."""
 
 from __future__ import annotations
 
