@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from analytics.quality import quality
@@ -115,7 +116,12 @@ class WireJson:
 
     @staticmethod
     def dumps(obj: Any, **kwargs: Any) -> str:
-        return json.dumps(obj, **kwargs)
+        # orjson writes compact JSON ~10x faster (bench/bench_validation.py); what it cannot
+        # write (non-string keys, integers over 64 bits) the stdlib writes as before.
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:
+            return json.dumps(obj, **kwargs)
 
     def loads(self, text: str | bytes, **kwargs: Any) -> Any:
         if isinstance(text, bytes):
@@ -131,6 +137,12 @@ class WireJson:
                 # An event we could not answer: drop it rather than let it in unbounded.
                 raise ValueError(f"event packet of {size} bytes refused")
             return [name, Oversize(size, self.max_event_bytes)]
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            # NaN/Infinity literals, integers over 64 bits, nesting over 1,024 levels, lone
+            # surrogates: the stdlib reads them as before, so the refusal names the same field.
+            pass
         try:
             return json.loads(text, **kwargs)
         except RecursionError:

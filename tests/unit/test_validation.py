@@ -263,3 +263,21 @@ def test_wire_json_drops_an_oversize_event_it_cannot_answer():
 def test_wire_json_reads_large_objects_such_as_the_redis_managers_messages():
     message = {"method": "emit", "data": ["x" * 20_000]}
     assert WireJson(16 * 1024).loads(json.dumps(message)) == message
+
+
+def test_wire_json_reads_what_only_the_stdlib_reads_as_the_stdlib_does():
+    # NaN literals and integers over 64 bits: still read, so validation names the field.
+    wire = WireJson(16 * 1024)
+    name, body = wire.loads('["stream:stats:update",{"bitrate":NaN,"fps":' + "9" * 400 + "}]")
+    assert name == "stream:stats:update" and math.isnan(body["bitrate"])
+    assert body["fps"] == int("9" * 400)
+    with pytest.raises(Invalid) as info:
+        parse(guide_payload(stats=body))
+    assert info.value.field == "stats.bitrate"
+
+
+def test_wire_json_writes_compact_json_and_what_only_the_stdlib_writes():
+    assert WireJson.dumps([{"a": 1, "b": [0.1, None]}], separators=(",", ":")) == (
+        '[{"a":1,"b":[0.1,null]}]'
+    )
+    assert json.loads(WireJson.dumps({1: 2**70})) == {"1": 2**70}
