@@ -80,6 +80,20 @@ JOB_DURATION = Gauge(
     ["job"],
 )
 
+WEBHOOK_DELIVERIES = Gauge(
+    "streamstats_webhook_deliveries",
+    "Webhook deliveries kept in the outbox by status (pending, delivered, dead), all runners",
+    ["status"],
+)
+WEBHOOK_FAILED = Gauge(
+    "streamstats_webhook_failed_attempts",
+    "Failed webhook attempts recorded on the deliveries kept in the outbox",
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "streamstats_webhook_oldest_pending_seconds",
+    "Age of the oldest pending webhook delivery (0 when none is pending)",
+)
+
 
 # The labelled children of EVENTS: `labels()` costs a lock and a dict build per call.
 _EVENT_COUNTERS: dict[tuple[str, str], Any] = {}
@@ -130,9 +144,27 @@ async def refresh_jobs(pool: asyncpg.Pool | None) -> None:
         JOB_DURATION.labels(row["job"]).set(row["duration_s"])
 
 
+async def refresh_webhooks(pool: asyncpg.Pool | None) -> None:
+    """Load the webhook queue's state from the outbox (it covers every job runner)."""
+    if pool is None:
+        return
+    try:
+        row = await pool.fetchrow(queries["webhook_stats"], timeout=2)
+    except asyncpg.UndefinedTableError:
+        return  # the outbox migration is not applied on this database
+    except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+        logger.debug("webhook metrics unavailable: %s", exc, extra={"action": "metrics_failed"})
+        return
+    for status in ("pending", "delivered", "dead"):
+        WEBHOOK_DELIVERIES.labels(status).set(row[status])
+    WEBHOOK_FAILED.set(row["failed"])
+    WEBHOOK_OLDEST_PENDING.set(row["oldest_pending_s"])
+
+
 async def render(pool: asyncpg.Pool | None = None, registry: CollectorRegistry = REGISTRY) -> bytes:
     """The text exposition format of every metric (serve it with `CONTENT_TYPE`)."""
     await refresh_jobs(pool)
+    await refresh_webhooks(pool)
     return generate_latest(registry)
 
 

@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from jobs.base import Job, JobContext
 from jobs.locks import job_lock
+from jobs.webhooks import WebhookWorker, start_worker
 from streamstats import db
 from streamstats.errors import StreamStatsError
 from streamstats.settings import Settings
@@ -222,10 +223,13 @@ class JobScheduler(AsyncIOScheduler):
     """An AsyncIOScheduler that knows its Runner and stops without cutting runs short."""
 
     runner: Runner
+    webhooks: WebhookWorker | None = None
 
     async def stop(self, timeout: float = SHUTDOWN_GRACE) -> None:
         """Stop firing, let runs in progress finish (up to `timeout`), then shut down."""
         self.pause()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.runner.drain(timeout)
         self.shutdown(wait=False)
 
@@ -247,7 +251,10 @@ async def start_scheduler(
     jobs: Iterable[str] | None = None,
     registry: dict[str, JobSpec] | None = None,
 ) -> JobScheduler:
-    """Schedule the jobs (all, or those named) on the running event loop and start firing."""
+    """Schedule the jobs (all, or those named) on the running event loop and start firing.
+
+    The full runner (no `jobs` named) also delivers webhooks (jobs/webhooks.py) until stopped.
+    """
     # APScheduler announces every job it adds at INFO; the runner logs what operators need.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.WARNING)
     runner = Runner(settings, pool, registry)
@@ -271,6 +278,8 @@ async def start_scheduler(
             max_instances=1,
         )
     scheduler.add_listener(_log_scheduler_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+    if jobs is None:
+        scheduler.webhooks = await start_worker(settings)
     scheduler.start()
     logger.info(
         "job scheduler started: %s",

@@ -142,6 +142,12 @@ def _iso_week(text: str) -> str:
     return text
 
 
+def cmd_webhooks(settings: Settings, args: argparse.Namespace) -> None:
+    from jobs.webhooks import webhooks_command
+
+    asyncio.run(webhooks_command(settings, requeue=args.requeue, limit=args.limit))
+
+
 def _address(args: argparse.Namespace) -> dict[str, object]:
     return {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
 
@@ -215,6 +221,15 @@ def parser() -> argparse.ArgumentParser:
         help="seconds between a streamer's updates (5, as in the client guide)",
     )
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("webhooks", help="list pending and dead webhook deliveries; re-queue dead")
+    p.add_argument(
+        "--requeue",
+        action="store_true",
+        help="first put every dead delivery back in the queue, due now, for a new retry period",
+    )
+    p.add_argument("--limit", type=int, default=100, help="list at most this many (100)")
+    p.set_defaults(func=cmd_webhooks)
 
     p = sub.add_parser("report", help="write a day's or a week's reports (on demand or backfill)")
     when = p.add_mutually_exclusive_group(required=True)

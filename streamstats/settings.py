@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,8 @@ from streamstats.errors import SettingsError
 PREFIX = "STREAMSTATS_"
 # HS256 wants a key at least as long as its 256-bit hash (RFC 7518 section 3.2).
 MIN_JWT_SECRET_BYTES = 32
+# The HMAC-SHA256 key of webhook signatures: as long as the hash, for the same reason.
+MIN_WEBHOOK_SECRET_BYTES = 32
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -96,6 +99,16 @@ class Settings(BaseSettings):
     drop_min_baseline_kbps: float = Field(300.0, ge=0)
     drops_first_lookback: Duration = timedelta(hours=1)
 
+    # Webhooks (jobs/webhooks.py): every alert transition POSTed to each URL, signed.
+    webhook_urls: Annotated[list[str], NoDecode] = []
+    webhook_secret: SecretStr | None = None
+    webhook_timeout: Duration = timedelta(seconds=10)
+    # Retries (exponential backoff from webhook_backoff, with jitter) go on this long, then dead.
+    webhook_retry_for: Duration = timedelta(hours=24)
+    webhook_backoff: Duration = timedelta(seconds=10)
+    # `slack`: the payload also carries a `text` line, as Slack's incoming webhooks expect.
+    webhook_format: Literal["standard", "slack"] = "standard"
+
     # Quality advice to streamers (analytics/advice.py; docs/protocol.md, "Quality advice").
     advice_enabled: bool = True
     advice_window: Duration = timedelta(seconds=15)
@@ -121,6 +134,9 @@ class Settings(BaseSettings):
         "drop_baseline_window",
         "drops_first_lookback",
         "presence_ttl",
+        "webhook_timeout",
+        "webhook_retry_for",
+        "webhook_backoff",
         "connect_timeout",
         "token_clock_skew",
         "advice_window",
@@ -132,7 +148,7 @@ class Settings(BaseSettings):
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "webhook_urls", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -144,6 +160,27 @@ class Settings(BaseSettings):
     def _postgres_url(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+        if len(set(value)) != len(value):
+            raise ValueError("a URL is listed twice")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_WEBHOOK_SECRET_BYTES:
+            # Short keys can be guessed offline from any one signed delivery.
+            raise ValueError(
+                f"must be at least {MIN_WEBHOOK_SECRET_BYTES} bytes (e.g. $(openssl rand -hex 32))"
+            )
         return value
 
     @cached_property
@@ -167,6 +204,15 @@ class Settings(BaseSettings):
             )
         return secret
 
+    def require_webhook_secret(self) -> bytes:
+        """The webhook signing key, or a SettingsError when URLs are set without one."""
+        if self.webhook_secret is None or not self.webhook_secret.get_secret_value():
+            raise SettingsError(
+                f"{PREFIX}WEBHOOK_SECRET is not set: {PREFIX}WEBHOOK_URLS needs it to sign "
+                f"deliveries (e.g. export {PREFIX}WEBHOOK_SECRET=$(openssl rand -hex 32))"
+            )
+        return self.webhook_secret.get_secret_value().encode()
+
 
 def _variable(field: str) -> str:
     """The environment variable behind a field (errors name aliased fields by their alias)."""
@@ -189,5 +235,7 @@ def load_settings(**overrides: Any) -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             given = error.get("input")
             shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+            if field.endswith("_secret"):
+                shown = ""  # never echo a secret into logs
             problems.append(f"{_variable(field)}: {error['msg']}{shown}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

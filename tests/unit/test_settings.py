@@ -106,3 +106,49 @@ def test_cli_prints_a_settings_error_without_a_traceback(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("streamstats: error: ") and "STREAMSTATS_BATCH_ROWS" in err
     assert "Traceback" not in err
+
+
+def test_webhook_settings_are_read(monkeypatch):
+    monkeypatch.setenv(
+        "STREAMSTATS_WEBHOOK_URLS", "https://hooks.example/a, http://10.0.0.5:8080/b"
+    )
+    monkeypatch.setenv("STREAMSTATS_WEBHOOK_SECRET", "s" * 32)
+    monkeypatch.setenv("STREAMSTATS_WEBHOOK_RETRY_FOR", "2h")
+    monkeypatch.setenv("STREAMSTATS_WEBHOOK_FORMAT", "slack")
+    s = load_settings()
+    assert s.webhook_urls == ["https://hooks.example/a", "http://10.0.0.5:8080/b"]
+    assert s.require_webhook_secret() == b"s" * 32
+    assert s.webhook_retry_for == timedelta(hours=2)
+    assert s.webhook_timeout == timedelta(seconds=10)
+    assert s.webhook_format == "slack"
+    assert load_settings(webhook_urls="").webhook_urls == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STREAMSTATS_WEBHOOK_URLS", "hooks.example/a"),
+        ("STREAMSTATS_WEBHOOK_URLS", "ftp://hooks.example/a"),
+        ("STREAMSTATS_WEBHOOK_URLS", "https://"),
+        ("STREAMSTATS_WEBHOOK_URLS", "https://a.example/x,https://a.example/x"),
+        ("STREAMSTATS_WEBHOOK_SECRET", "too-short-" + "s" * 21),
+        ("STREAMSTATS_WEBHOOK_TIMEOUT", "0"),
+        ("STREAMSTATS_WEBHOOK_RETRY_FOR", "a day"),
+        ("STREAMSTATS_WEBHOOK_FORMAT", "teams"),
+    ],
+)
+def test_bad_webhook_configuration_is_one_line_naming_the_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert variable in message
+    assert "\n" not in message
+    if variable == "STREAMSTATS_WEBHOOK_SECRET":
+        assert value not in message  # never echoed
+
+
+def test_webhook_urls_without_a_secret_are_refused_when_delivering(monkeypatch):
+    monkeypatch.setenv("STREAMSTATS_WEBHOOK_URLS", "https://hooks.example/a")
+    with pytest.raises(SettingsError, match="STREAMSTATS_WEBHOOK_SECRET is not set"):
+        load_settings().require_webhook_secret()
