@@ -5,8 +5,8 @@ Three guards, each where python-socketio lets an application in through a public
 - `StrictPacket` (the server's `serializer`): decodes only the Socket.IO packets a client of
   ours sends — CONNECT, DISCONNECT and, once connected, EVENT `["name", ...]`. Binary packets are
   refused at their header, so their attachments are never buffered (no event carries binary
-  data), and so are client acknowledgements (the server asks for none), unreadable packets and
-  events before connect.
+  data), and so are client acknowledgements (the server asks for none), unreadable packets,
+  events before connect and events with a reserved name (`disconnect`, ...).
 - `TransportGuard` (ASGI middleware around the Socket.IO app): refuses websocket frames that are
   not Engine.IO text packets, or larger than the Engine.IO limit (close code 1009), before
   python-engineio parses them; closes a connection as soon as one refusal is made on it, as the
@@ -54,6 +54,11 @@ _ENGINE_TYPES = frozenset("123456")
 # Socket.IO v5 packet types a client of ours sends.
 _SOCKET_TYPES = frozenset("012")
 _BINARY_TYPES = frozenset("56")
+# Event names the Socket.IO protocol reserves (the JavaScript client refuses to emit them);
+# python-socketio would run its own `connect`/`disconnect` handlers for them.
+_RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
 # Close codes (RFC 6455): policy violation, message too big.
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
@@ -157,6 +162,8 @@ class StrictPacket(socketio.packet.Packet):
             data = self.data
             if not (isinstance(data, list) and data and isinstance(data[0], str)):
                 _refuse("socketio", 'an event is not a ["name", ...] array')
+            if data[0] in _RESERVED_EVENTS:
+                _refuse("socketio", f"an event named {data[0]!r}, which Socket.IO reserves")
             peer = _peer.get()
             if peer is not None and not peer.joined(self.namespace or "/"):
                 _refuse("socketio", "an event before the Socket.IO connect")

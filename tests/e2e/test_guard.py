@@ -115,6 +115,7 @@ GARBAGE = {
     "unreadable event": "42[oops",
     "event that is not an array": '42{"a":1}',
     "event with a number for a name": "42[1]",
+    "event with a reserved name": '42["disconnect"]',
     "binary event header": '451-["stream:stats:update",{"_placeholder":true,"num":0}]',
     "binary frame": b"\x00" * 1000,
 }
