@@ -41,6 +41,14 @@ async def healthz(app: IngestApp) -> Response:
 
 async def readyz(app: IngestApp) -> Response:
     """200 when the database answers and the writer keeps up; 503 saying why otherwise."""
+    problems = await readiness_problems(app)
+    if problems:
+        return json_response(503, {"status": "unavailable", "problems": problems})
+    return json_response(200, {"status": "ready"})
+
+
+async def readiness_problems(app: IngestApp) -> list[str]:
+    """Why this node should get no new clients (empty: ready); /readyz and /metrics share it."""
     problems: list[str] = []
     if app.pool is None:
         problems.append("database: no connection pool (the server is starting or stopping)")
@@ -59,9 +67,7 @@ async def readyz(app: IngestApp) -> Response:
         )
     if app.draining:
         problems.append("server: shutting down")
-    if problems:
-        return json_response(503, {"status": "unavailable", "problems": problems})
-    return json_response(200, {"status": "ready"})
+    return problems
 
 
 # Path → handler; other modules add their pages here (e.g. `/metrics`).

@@ -65,6 +65,10 @@ DROPPED = Counter(
     ["reason"],
 )
 QUEUE_ROWS = Gauge("streamstats_queue_rows", "Rows waiting in the write queue")
+QUEUE_CAPACITY = Gauge(
+    "streamstats_queue_capacity_rows", "Bound of the write queue (STREAMSTATS_QUEUE_ROWS)"
+)
+READY = Gauge("streamstats_ready", "1 when /readyz would answer 200, else 0")
 CONNECTIONS = Gauge(
     "streamstats_connections", "Socket.IO connections on this node by role", ["role"]
 )
@@ -170,8 +174,10 @@ async def render(pool: asyncpg.Pool | None = None, registry: CollectorRegistry =
 
 async def page(app: IngestApp) -> Response:
     """`GET /metrics`: this node's state read now, then every metric in the text format."""
-    from ingest.http import Response
+    from ingest.http import Response, readiness_problems
 
+    READY.set(0 if await readiness_problems(app) else 1)
+    QUEUE_CAPACITY.set(app.settings.queue_rows)
     if app.writer is not None:
         QUEUE_ROWS.set(app.writer.depth)
     roles = collections.Counter(conn.principal.role for conn in app.connections.values())

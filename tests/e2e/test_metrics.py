@@ -56,6 +56,10 @@ async def test_metrics_count_updates_connections_and_viewers(start_server):
         assert m['streamstats_connections{role="moderator"}'] == 1
         assert m["streamstats_viewers"] == 1
         assert m["streamstats_queue_rows"] == 0
+        assert m["streamstats_queue_capacity_rows"] == 100_000
+        assert m["streamstats_ready"] == 1
+        assert m['streamstats_webhook_deliveries{status="pending"}'] == 0
+        assert m["streamstats_webhook_oldest_pending_seconds"] == 0
         assert m["process_open_fds"] > 0
     finally:
         for client in clients:
