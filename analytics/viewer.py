@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 # Startup time at which the startup part of the score is one half.
 STARTUP_HALF_SECONDS = 8.0
@@ -129,3 +130,30 @@ def experience(activities: Iterable[ViewActivity]) -> Experience | None:
         exit_before_start_pct=100 * sum(v.exited_before_start for v in views) / count,
         score=sum(scores) / len(scores) if scores else None,
     )
+
+
+@dataclass(frozen=True)
+class RebufferRule:
+    """`rebuffering_high`: rebuffering over `raise_pct` across at least `min_views` views.
+
+    Debounced by hysteresis over a trailing window (the job judges the last few minutes of
+    beacons, not one): an open alert clears only once rebuffering is down to `clear_pct` or
+    nobody watches any more, so a stream hovering at the threshold raises once, not every run.
+    """
+
+    raise_pct: float
+    clear_pct: float
+    min_views: int
+
+
+def rebuffer_transition(
+    rule: RebufferRule, views: int, rebuffer_pct: float | None, open: bool
+) -> Literal["raise", "clear"] | None:
+    """What the trailing window of one stream asks of its `rebuffering_high` alert."""
+    if not open:
+        if views >= rule.min_views and rebuffer_pct is not None and rebuffer_pct > rule.raise_pct:
+            return "raise"
+        return None
+    if views == 0 or rebuffer_pct is None or rebuffer_pct <= rule.clear_pct:
+        return "clear"
+    return None

@@ -54,6 +54,7 @@ REGISTRY: dict[str, JobSpec] = {
         JobSpec("rollups", "jobs.rollups:run", lambda s: s.rollup_interval),
         JobSpec("retention", "jobs.retention:run", lambda s: timedelta(hours=1)),
         JobSpec("drops", "jobs.drops:run", lambda s: s.drops_interval),
+        JobSpec("rebuffering", "jobs.rebuffering:run", lambda s: s.rebuffering_interval),
         # Daily at 00:15 UTC: the day before is complete and its rollups refreshed.
         JobSpec(
             "reports", "jobs.reports:run_daily", lambda s: timedelta(days=1), timedelta(minutes=15)

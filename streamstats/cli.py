@@ -18,7 +18,7 @@ from streamstats.settings import Settings, load_settings
 logger = logging.getLogger("streamstats")
 
 ROLES = ("streamer", "viewer", "moderator", "analyst", "admin")
-JOB_NAMES = ("rollups", "retention", "drops", "reports")
+JOB_NAMES = ("rollups", "retention", "drops", "rebuffering", "reports")
 
 
 async def migrate_and_report(settings: Settings) -> None:

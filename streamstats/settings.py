@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     alert_raise_after: int = Field(2, ge=1)
     alert_clear_after: int = Field(3, ge=1)
 
+    # The rebuffering_high alert (the `rebuffering` job, over viewer beacons).
+    alert_rebuffer_pct: float = Field(5.0, ge=0, le=100)
+    alert_rebuffer_clear_pct: float = Field(2.5, ge=0, le=100)
+    alert_rebuffer_min_views: int = Field(3, ge=1)
+    alert_rebuffer_window: Duration = timedelta(minutes=2)
+    rebuffering_interval: Duration = timedelta(seconds=15)
+
     # Bitrate-drop detection.
     drop_window: Duration = timedelta(seconds=30)
     drop_baseline_window: Duration = timedelta(minutes=5)
@@ -142,6 +149,8 @@ class Settings(BaseSettings):
         "advice_window",
         "advice_raise_hold",
         "advice_min_interval",
+        "alert_rebuffer_window",
+        "rebuffering_interval",
         mode="before",
     )
     @classmethod

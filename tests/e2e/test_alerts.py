@@ -18,7 +18,7 @@ import socketio
 
 from analytics.alerts import ALERT_CHANNEL, alert_payload
 from ingest.auth import mint_token
-from jobs import drops
+from jobs import drops, rebuffering
 from jobs.base import JobContext
 from streamstats import outbox
 from streamstats.db import create_pool
@@ -415,3 +415,85 @@ async def test_an_alert_committed_while_the_relay_is_disconnected_arrives_once_a
     await eventually(lambda: len(streamer.alerts) == 2 and len(monitor.alerts) == 2)
     await asyncio.sleep(1.0)
     assert streamer.alerts == [raised, cleared] and monitor.alerts == [raised, cleared]
+
+
+# --- rebuffering_high, from viewers' beacons ---------------------------------------------------
+
+
+async def watch(viewer, stream: str, at: datetime, *, stalled_ms: float) -> None:
+    """One view's two beacons 10 s apart: 10 s of playback, `stalled_ms` of it stalled."""
+    view = str(uuid.uuid4())
+    for offset, watched, stalled in ((0, 0.0, 0.0), (10, 10_000 - stalled_ms, stalled_ms)):
+        answer = await viewer.sio.call(
+            "stream:viewer:stats",
+            {
+                "streamId": stream,
+                "viewId": view,
+                "timestamp": iso(at + timedelta(seconds=offset)),
+                "state": "playing",
+                "startupTime": 800,
+                "watchTime": watched,
+                "stalls": {"count": 1 if stalled else 0, "duration": stalled},
+                "renditionChanges": {"up": 0, "down": 0},
+            },
+            timeout=10,
+        )
+        assert answer["ok"], answer
+
+
+async def run_job(make_settings, database_url: str, now: datetime, **settings) -> int:
+    pool = await create_pool(database_url, max_size=2)
+    try:
+        return await rebuffering.run(JobContext(make_settings(**settings), pool, now))
+    finally:
+        await pool.close()
+
+
+@pytest.mark.slow
+async def test_rebuffering_across_enough_views_is_raised_and_cleared_once_per_client(
+    start_server, connect, make_settings, database_url, conn
+):
+    a, b = start_server(), start_server()
+    stream = str(uuid.uuid4())
+    clients = [
+        await connect(a, "streamer", [stream]),
+        await connect(a, "moderator"),
+        await connect(b, "admin"),
+    ]
+    viewer = await connect(b, "viewer", [stream])
+    await wait_listening(a, b)
+    start = datetime.now(UTC) - timedelta(seconds=40)
+
+    # Two views stalling a third of the time: not enough views to say so (3 needed).
+    for _ in range(2):
+        await watch(viewer, stream, start, stalled_ms=3_000)
+    now = start + timedelta(seconds=20)
+    assert await run_job(make_settings, database_url, now) == 0
+    # A third, smooth view: 6 s stalled of 30 s, 20 %, over the 5 % threshold.
+    await watch(viewer, stream, start, stalled_ms=0)
+    assert await run_job(make_settings, database_url, now) == 1
+    # Still rebuffering, or hovering above the clear threshold: nothing new.
+    assert await run_job(make_settings, database_url, now + timedelta(seconds=15)) == 0
+    assert await run_job(make_settings, database_url, now, alert_rebuffer_pct=50) == 0
+    # The viewers have gone: the window holds no beacons any more.
+    later = now + timedelta(minutes=5)
+    assert await run_job(make_settings, database_url, later) == 1
+    assert await run_job(make_settings, database_url, later) == 0
+
+    await eventually(lambda: all(len(c.alerts) >= 2 for c in clients))
+    await asyncio.sleep(1.0)  # a duplicate from the other node would have arrived by now
+    for client in clients:
+        assert client.states("rebuffering_high") == ["raised", "cleared"]
+        raised = client.alerts[0]
+        assert raised["value"] == pytest.approx(100 * 6_000 / 30_000)
+        assert raised["threshold"] == 5.0
+    assert viewer.alerts == []  # viewers get no alerts
+    episodes = await conn.fetch(
+        "SELECT * FROM stream_alerts WHERE stream_id = $1 AND type = 'rebuffering_high'",
+        uuid.UUID(stream),
+    )
+    assert len(episodes) == 1 and episodes[0]["cleared_at"] is not None
+    events = await conn.fetchval(
+        "SELECT count(*) FROM alert_events WHERE stream_id = $1", uuid.UUID(stream)
+    )
+    assert events == 2

@@ -45,6 +45,7 @@ def test_the_registry_names_the_jobs_of_the_command_line():
         "rollups": timedelta(seconds=30),
         "retention": timedelta(hours=1),
         "drops": timedelta(seconds=15),
+        "rebuffering": timedelta(seconds=15),
         "reports": timedelta(days=1),
     }
 

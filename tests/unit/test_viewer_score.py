@@ -7,8 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from analytics.viewer import (
+    RebufferRule,
     ViewActivity,
     experience,
+    rebuffer_transition,
     smoothness_score,
     startup_score,
     view_score,
@@ -68,3 +70,26 @@ def test_the_bucket_aggregates_follow_their_definitions():
     ]
     assert got.score == pytest.approx(sum(scored) / 3)
     assert experience([]) is None
+
+
+RULE = RebufferRule(raise_pct=5, clear_pct=2.5, min_views=3)
+
+
+@pytest.mark.parametrize(
+    ("views", "pct", "open", "step"),
+    [
+        (3, 5.1, False, "raise"),
+        (2, 50.0, False, None),  # too few views to say
+        (3, 5.0, False, None),  # at the threshold, not over
+        (3, None, False, None),
+        (3, 4.0, True, None),  # between the thresholds: stays as it is
+        (10, 2.5, True, "clear"),
+        (1, 40.0, True, None),  # fewer views, still rebuffering: stays open
+        (0, None, True, "clear"),  # nobody watching
+        (3, 8.0, True, None),
+    ],
+)
+def test_rebuffering_raises_over_the_threshold_and_clears_only_well_below_it(
+    views, pct, open, step
+):
+    assert rebuffer_transition(RULE, views, pct, open) == step
