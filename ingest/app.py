@@ -35,7 +35,7 @@ from ingest.beacon import experience_payload, parse_beacon
 from ingest.errors import ClientError, Forbidden, RateLimited, Unauthorized, Unavailable
 from ingest.http import HttpApp
 from ingest.presence import MemoryPresence, Presence
-from ingest.ratelimit import TokenBucket
+from ingest.ratelimit import LogLimiter, TokenBucket
 from ingest.rows import StatsRow
 from ingest.schema import (
     ValidUpdate,
@@ -65,6 +65,8 @@ VIEWER_EXPERIENCE_WINDOW = timedelta(minutes=5)
 # Engine.IO drops a connection whose message exceeds this; anything between the 16 KiB event
 # limit and this is answered with `too_large` instead.
 MAX_MESSAGE_BYTES = 1_000_000
+# Refused connects are logged at most once per 10 s (all counted in /metrics).
+_refused_log = LogLimiter(10.0)
 
 AfterCommit = Callable[[StatsRow, bool], Awaitable[None]]
 # What a handler returns: the acknowledgement, or None when it answered with an event.
@@ -395,9 +397,15 @@ class IngestApp:
                 token, self._secret, clock_skew=self.settings.token_clock_skew.total_seconds()
             )
         except Unauthorized as exc:
-            logger.info(
-                "connection refused: %s", exc, extra={"action": "connect_refused", "sid": sid}
-            )
+            metrics.connect_refused()
+            held = _refused_log.allow()
+            if held is not None:  # a client may retry at will: the log gets a sample
+                logger.info(
+                    "connection refused: %s (%d more since the last such line)",
+                    exc,
+                    held,
+                    extra={"action": "connect_refused", "sid": sid},
+                )
             raise socketio.exceptions.ConnectionRefusedError(str(exc), exc.payload()) from None
         self.connections[sid] = Connection(principal, TokenBucket(self.settings.rate_limit))
         rooms: list[str] = []

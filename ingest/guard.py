@@ -28,14 +28,14 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import socketio
 from socketio import packet as sio_packet
 
 from ingest import metrics
-from ingest.ratelimit import TokenBucket
+from ingest.ratelimit import LogLimiter
 
 if TYPE_CHECKING:
     from ingest.app import IngestApp
@@ -109,27 +109,20 @@ class Peer:
 _peer: contextvars.ContextVar[Peer | None] = contextvars.ContextVar("peer", default=None)
 
 
-@dataclass
-class _Limiter:
-    bucket: TokenBucket = field(default_factory=lambda: TokenBucket(1 / LOG_EVERY, burst=1))
-    suppressed: int = 0
-
-
-_log_limit = _Limiter()
+_log_limit = LogLimiter(LOG_EVERY)
 
 
 def _refused(kind: str, reason: str, address: str) -> None:
     metrics.malformed(kind)
-    if not _log_limit.bucket.allow():
-        _log_limit.suppressed += 1
+    held = _log_limit.allow()
+    if held is None:
         return
-    suppressed, _log_limit.suppressed = _log_limit.suppressed, 0
     logger.warning(
         "refused a packet from %s and closed its connection: %s (%d more refused since the "
         "last such line)",
         address,
         reason,
-        suppressed,
+        held,
         extra={"action": "packet_refused", "kind": kind, "client": address},
     )
 

@@ -64,6 +64,9 @@ DROPPED = Counter(
     "Connections the server closed, by reason (malformed, oversize, connect_timeout)",
     ["reason"],
 )
+CONNECTS_REFUSED = Counter(
+    "streamstats_connects_refused", "Socket.IO connects refused for a bad or missing token"
+)
 QUEUE_ROWS = Gauge("streamstats_queue_rows", "Rows waiting in the write queue")
 QUEUE_CAPACITY = Gauge(
     "streamstats_queue_capacity_rows", "Bound of the write queue (STREAMSTATS_QUEUE_ROWS)"
@@ -119,6 +122,11 @@ def malformed(kind: str) -> None:
 def dropped(reason: str) -> None:
     """Count one connection closed by ingest/guard.py."""
     DROPPED.labels(reason).inc()
+
+
+def connect_refused() -> None:
+    """Count one connect refused with connect_error."""
+    CONNECTS_REFUSED.inc()
 
 
 def flushed(rows: int, seconds: float) -> None:

@@ -33,3 +33,25 @@ class TokenBucket:
             self._tokens -= 1
             return True
         return False
+
+
+class LogLimiter:
+    """Lets one log line through per `every` seconds and counts the ones it held back.
+
+    For lines a client can cause at will (refused packets, refused connects): the metric counts
+    every occurrence, the log gets a sample, so a hostile client cannot fill the disk.
+    """
+
+    __slots__ = ("_bucket", "_held")
+
+    def __init__(self, every: float, *, clock: Callable[[], float] = time.monotonic):
+        self._bucket = TokenBucket(1 / every, burst=1, clock=clock)
+        self._held = 0
+
+    def allow(self) -> int | None:
+        """None to hold this line back; else how many were held back since the last one."""
+        if not self._bucket.allow():
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        return held

@@ -229,3 +229,19 @@ def test_long_polling_garbage_ends_the_session_without_a_traceback(start_server,
     assert status(None) == 400  # the session is gone
     assert metric(server, f'streamstats_malformed_packets_total{{kind="{kind}"}}') == 1
     assert "Traceback" not in server.log()
+
+
+async def test_refused_connects_are_counted_and_logged_as_a_sample(start_server):
+    server = start_server()
+    ws = await engine_io(server.url)
+    await asyncio.sleep(0.2)
+    log_before = server.log_path.stat().st_size
+    for _ in range(300):
+        await ws.send('40{"token":"x"}')
+        answer = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(answer, str) and answer.startswith("44"), answer
+    await ws.close()
+    await asyncio.sleep(0.3)
+    logged = server.log_path.stat().st_size - log_before
+    assert metric(server, "streamstats_connects_refused_total") == 300
+    assert logged < 1000, server.log()[-2000:]  # unlimited: ~130 bytes per refusal

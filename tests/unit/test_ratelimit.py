@@ -1,4 +1,4 @@
-from ingest.ratelimit import TokenBucket
+from ingest.ratelimit import LogLimiter, TokenBucket
 
 
 class Clock:
@@ -30,3 +30,13 @@ def test_a_rate_below_one_still_allows_a_single_event():
     assert bucket.allow() and not bucket.allow()
     clock.now += 2
     assert bucket.allow()
+
+
+def test_log_limiter_lets_one_line_through_per_period_and_counts_the_rest():
+    now = [0.0]
+    limiter = LogLimiter(10, clock=lambda: now[0])
+    assert limiter.allow() == 0
+    assert [limiter.allow() for _ in range(5)] == [None] * 5
+    now[0] = 10.0
+    assert limiter.allow() == 5
+    assert limiter.allow() is None
