@@ -182,6 +182,12 @@ class Settings(BaseSettings):
             raise ValueError("a URL is listed twice")
         return value
 
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `STREAMSTATS_WEBHOOK_SECRET=` (as compose passes an unset variable) means no secret.
+        return None if value == "" else value
+
     @field_validator("webhook_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:

@@ -122,6 +122,7 @@ def test_webhook_settings_are_read(monkeypatch):
     assert s.webhook_timeout == timedelta(seconds=10)
     assert s.webhook_format == "slack"
     assert load_settings(webhook_urls="").webhook_urls == []
+    assert load_settings(webhook_secret="").webhook_secret is None
 
 
 @pytest.mark.parametrize(
