@@ -12,6 +12,10 @@ separate processes at nice 10), then stopped:
 After (b) the rows stored are compared with the acknowledgements: every update is new, so each
 acknowledged update must be stored exactly once, and none may be answered `duplicate`.
 
+With --viewers V, V viewers (each watching one of the streams, round robin) connect too and send
+one `stream:viewer:stats` beacon per --viewer-interval each, measured the same way and reported
+apart; every acknowledged beacon must be a stored viewer_stats row.
+
     .venv/bin/python bench/bench_streamers.py --database postgresql:///streamstats_bench_streamers \
         --streamers 10000 --runs 3
 """
@@ -79,6 +83,10 @@ def run_server(key: str, args: argparse.Namespace, log: Path, number: int) -> di
     streams = [str(uuid.uuid4()) for _ in range(args.streamers)]
     pairs = [[s, mint_token(SECRET, role="streamer", streams=[s], ttl=7200)] for s in streams]
     monitor = mint_token(SECRET, role="moderator", ttl=7200) if args.monitor else None
+    viewers = [
+        [s, str(uuid.uuid4()), mint_token(SECRET, role="viewer", streams=[s], ttl=7200)]
+        for s in (streams[i % len(streams)] for i in range(args.viewers))
+    ]
     result: dict[str, Any] = {"load_before": load_average()}
     workers: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +98,8 @@ def run_server(key: str, args: argparse.Namespace, log: Path, number: int) -> di
                     "rampPerS": args.ramp / args.workers,
                     "base": base.isoformat().replace("+00:00", "Z"),
                     "streams": pairs[w :: args.workers],
+                    "viewers": viewers[w :: args.workers],
+                    "viewerInterval": args.viewer_interval,
                     "monitors": [monitor] if monitor and w == 0 else [],
                 }
                 path = Path(tmp) / f"spec-{w}.json"
@@ -133,9 +143,16 @@ def run_server(key: str, args: argparse.Namespace, log: Path, number: int) -> di
             result["load_cpu"] = cpu_over(proc.pid, window_end - time.time())
             result["load_window"] = load_average()
             merged: dict[str, Any] = {"latencies": [], "errors": {}, "acked": {}}
+            beacons: dict[str, Any] = {"latencies": [], "errors": {}}
             for worker in workers:
                 stdout, _ = worker.communicate(timeout=120)
                 part = json.loads(stdout.decode().strip().splitlines()[-1])
+                viewer = part.pop("viewer")
+                beacons["latencies"].extend(viewer.pop("latencies"))
+                for code, n in viewer.pop("errors").items():
+                    beacons["errors"][code] = beacons["errors"].get(code, 0) + n
+                for field, value in viewer.items():
+                    beacons[field] = beacons.get(field, 0) + value
                 merged["latencies"].extend(part.pop("latencies"))
                 merged["acked"].update(part.pop("acked"))
                 for code, n in part.pop("errors").items():
@@ -159,12 +176,42 @@ def run_server(key: str, args: argparse.Namespace, log: Path, number: int) -> di
     result["p50_ms"] = percentile(lat, 0.50)
     result["p99_ms"] = percentile(lat, 0.99)
     result["max_ms"] = max(lat, default=float("nan"))
+    if args.viewers:
+        blat = beacons.pop("latencies")
+        result["viewer"] = {
+            **beacons,
+            "offered": args.viewers / args.viewer_interval,
+            "throughput": beacons["ackedInWindow"] / args.window,
+            "p50_ms": percentile(blat, 0.50),
+            "p99_ms": percentile(blat, 0.99),
+        }
     if key != "a":
         base_iso = base.isoformat()
         result.update(
             asyncio.run(check_rows(args.database, {s: [base_iso, n] for s, n in acked.items()}))
         )
+        if args.viewers:
+            result["viewer"]["stored"] = asyncio.run(count_beacons(args.database))
     return result
+
+
+async def count_beacons(url: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM viewer_stats"))
+    finally:
+        await conn.close()
+
+
+def viewer_line(v: dict[str, Any]) -> str:
+    stored = f", stored {v['stored']} of {v['ok']} acknowledged" if "stored" in v else ""
+    return (
+        f"; viewers: connected {v['connected']}, {v['throughput']:,.0f}/s of "
+        f"{v['offered']:,.0f}/s offered, p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms, "
+        f"duplicate {v['duplicate']}, errors {v['errors']}{stored}"
+    )
 
 
 def main() -> None:
@@ -181,6 +228,10 @@ def main() -> None:
     parser.add_argument("--warm", type=float, default=15, help="seconds of load before measuring")
     parser.add_argument("--window", type=float, default=30, help="measured load, seconds")
     parser.add_argument("--monitor", action="store_true", help="one all-streams monitor too")
+    parser.add_argument("--viewers", type=int, default=0, help="viewers sending beacons too")
+    parser.add_argument(
+        "--viewer-interval", type=float, default=10.0, help="seconds between a viewer's beacons"
+    )
     parser.add_argument("--log", default="/tmp/bench_streamers.log")
     parser.add_argument("--py-spy", metavar="DIR", help="profile the windows (raw py-spy stacks)")
     args = parser.parse_args()
@@ -206,7 +257,8 @@ def main() -> None:
                     if key != "a"
                     else ""
                 )
-                + (f"; monitor received {r['monitorEvents']}" if args.monitor else ""),
+                + (f"; monitor received {r['monitorEvents']}" if args.monitor else "")
+                + (viewer_line(r["viewer"]) if args.viewers else ""),
                 flush=True,
             )
         runs.append(run)
@@ -226,6 +278,16 @@ def main() -> None:
             f"{med(key, 'p50_ms'):>8.1f} {med(key, 'p99_ms'):>8.1f} {med(key, 'load_cpu'):>8.0%} "
             f"{med(key, 'load_window'):>8.1f}"
         )
+    if args.viewers:
+        print(f"  viewers ({args.viewers} at one beacon per {args.viewer_interval:g} s)")
+        print(f"  {'server':<26} {'beacons/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        for key in args.servers:
+            print(
+                f"  ({key}) {SERVERS[key][0]:<22} "
+                f"{statistics.median(r[key]['viewer']['throughput'] for r in runs):>9,.0f} "
+                f"{statistics.median(r[key]['viewer']['p50_ms'] for r in runs):>8.1f} "
+                f"{statistics.median(r[key]['viewer']['p99_ms'] for r in runs):>8.1f}"
+            )
     if "b" in args.servers:
         lost = [r["b"]["acked_missing"] for r in runs]
         dups = [r["b"]["duplicate"] for r in runs]

@@ -28,6 +28,17 @@ async def update(sid: str, data: Any) -> dict[str, Any]:
     }
 
 
+@sio.on("stream:viewer:stats")
+async def beacon(sid: str, data: Any) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "streamId": data.get("streamId"),
+        "viewId": data.get("viewId"),
+        "timestamp": data.get("timestamp"),
+        "duplicate": False,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

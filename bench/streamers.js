@@ -4,7 +4,9 @@
 //   node bench/streamers.js SPEC.json
 //
 // SPEC (a file, or "-": the first line of stdin): {url, interval (s), rampPerS, base (ISO time of
-// update 0), streams: [[id, token], ...], monitors: [token, ...]}. Connects the monitors (which
+// update 0), streams: [[id, token], ...], monitors: [token, ...], and optionally viewers:
+// [[streamId, viewId, token], ...] with viewerInterval (s)}: viewers send `stream:viewer:stats`
+// beacons (cumulative counters, one second more watched per beacon), counted apart in `viewer`. Connects the monitors (which
 // only count the events they receive) and every streamer (at rampPerS), prints "ready", then
 // reads one line of times (epoch ms) from stdin: {sendAt, windowStart, windowEnd, stopAt}. From sendAt each
 // streamer sends one update every `interval` (its first at a random offset in the interval) until
@@ -35,6 +37,7 @@ const out = {
   latencies: [],
   acked: {},
   monitorEvents: 0,
+  viewer: { connected: 0, sent: 0, ok: 0, duplicate: 0, ackedInWindow: 0, errors: {}, latencies: [] },
 };
 let times = null;
 let stopping = false;
@@ -57,6 +60,26 @@ function update(streamId, seq) {
         bandwidth: { upload: 3000, download: 120 },
       },
       timestamp: new Date(base + seq).toISOString(),
+    },
+  ]);
+}
+
+function beacon(streamId, viewId, seq) {
+  // Beacon n of a view is at base + n ms; its counters grow by at most what a second adds.
+  const stalls = Math.floor(seq / 4);
+  return JSON.stringify([
+    "stream:viewer:stats",
+    {
+      streamId,
+      viewId,
+      timestamp: new Date(base + seq).toISOString(),
+      state: "playing",
+      startupTime: 850,
+      watchTime: seq * 1000,
+      stalls: { count: stalls, duration: stalls * 120 },
+      renditionChanges: { up: Math.floor(seq / 9), down: Math.floor(seq / 7) },
+      bitrate: 2500,
+      resolution: { width: 1280, height: 720 },
     },
   ]);
 }
@@ -100,9 +123,17 @@ function open(token, onEvent) {
 }
 
 function streamer(streamId, token) {
-  const s = { streamId, ws: null, pending: new Map(), seq: 0, timer: null };
   const acked = [];
   out.acked[streamId] = acked;
+  return client(token, out, acked, spec.interval, (seq) => update(streamId, seq));
+}
+
+function viewer(streamId, viewId, token) {
+  return client(token, out.viewer, [], spec.viewerInterval, (seq) => beacon(streamId, viewId, seq));
+}
+
+function client(token, counts, acked, intervalS, message) {
+  const s = { ws: null, pending: new Map(), seq: 0, timer: null };
   s.onEvent = (data) => {
     if (!data.startsWith("43")) return;
     const at = now();
@@ -113,26 +144,26 @@ function streamer(streamId, token) {
     s.pending.delete(seq);
     const body = JSON.parse(data.slice(bracket))[0];
     if (body.ok) {
-      out.ok += 1;
+      counts.ok += 1;
       acked.push(seq);
-      if (body.duplicate) out.duplicate += 1;
-      if (at >= times.windowStart && at <= times.windowEnd) out.ackedInWindow += 1;
+      if (body.duplicate) counts.duplicate += 1;
+      if (at >= times.windowStart && at <= times.windowEnd) counts.ackedInWindow += 1;
       if (scheduled >= times.windowStart && scheduled <= times.windowEnd) {
-        out.latencies.push(at - scheduled);
+        counts.latencies.push(at - scheduled);
       }
     } else {
       const code = (body.error && body.error.code) || "?";
-      out.errors[code] = (out.errors[code] || 0) + 1;
+      counts.errors[code] = (counts.errors[code] || 0) + 1;
     }
   };
   s.send = (scheduled) => {
     s.seq += 1;
     s.pending.set(s.seq, scheduled);
-    s.ws.send(`42${s.seq}${update(streamId, s.seq)}`);
-    out.sent += 1;
+    s.ws.send(`42${s.seq}${message(s.seq)}`);
+    counts.sent += 1;
   };
   s.schedule = () => {
-    const interval = spec.interval * 1000;
+    const interval = intervalS * 1000;
     let next = times.sendAt + Math.random() * interval;
     const tick = () => {
       if (next >= times.stopAt || s.ws.readyState !== WebSocket.OPEN) return;
@@ -144,7 +175,7 @@ function streamer(streamId, token) {
   };
   s.connect = async () => {
     s.ws = await open(token, s.onEvent);
-    if (s.ws) out.connected += 1;
+    if (s.ws) counts.connected += 1;
   };
   return s;
 }
@@ -165,8 +196,12 @@ async function main() {
     if (!ws) throw new Error("a monitor could not connect");
     monitors.push(ws);
   }
-  spec.streams.forEach(([id, token], i) => {
-    const s = streamer(id, token);
+  const clients = [
+    ...spec.streams.map(([id, token]) => () => streamer(id, token)),
+    ...(spec.viewers || []).map(([stream, view, token]) => () => viewer(stream, view, token)),
+  ];
+  clients.forEach((make, i) => {
+    const s = make();
     streamers.push(s);
     connecting.push(
       new Promise((resolve) => setTimeout(resolve, Math.max(0, start + i * gap - now()))).then(
