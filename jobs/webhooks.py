@@ -18,6 +18,7 @@ same attempt twice; a worker that dies mid-attempt rolls back, and the attempt i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -33,7 +34,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from analytics.alerts import wire_time
+from analytics.alerts import ALERT_CHANNEL, wire_time
 from streamstats import db
 from streamstats.errors import DatabaseUnavailable
 from streamstats.settings import Settings
@@ -44,7 +45,8 @@ logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "StreamStats-Signature"
 # What receivers should accept between the signature's `t` and their clock (docs/webhooks.md).
 SIGNATURE_TOLERANCE = timedelta(minutes=5)
-# An endpoint's queue is looked at this often when it has nothing due.
+# An endpoint's queue is looked at this often when it has nothing due (retries come due; new
+# events also wake the loop through the outbox's NOTIFY, which is only a hint).
 POLL_SECONDS = 0.5
 # Attempts locked and made together per endpoint (different streams).
 BATCH = 20
@@ -154,14 +156,18 @@ class WebhookWorker:
 
     async def _run(self, endpoint_id: int, url: str) -> None:
         delay = 0.5
+        wake = asyncio.Event()
         while True:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await db.connect(self.settings.database_url)
+                await conn.add_listener(ALERT_CHANNEL, lambda *_: wake.set())
                 delay = 0.5
                 while True:
+                    wake.clear()
                     if not await self.deliver_due(conn, endpoint_id, url):
-                        await asyncio.sleep(POLL_SECONDS)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(wake.wait(), POLL_SECONDS)
             except _UNAVAILABLE as exc:
                 logger.warning(
                     "webhook delivery to %s paused: the database is unreachable: %s",
