@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 
 async def run(ctx: JobContext) -> int:
-    """Drop raw sample and beacon chunks past raw_retention; old 1-minute rollups and advice."""
+    """Drop raw chunks past raw_retention; 1-minute rollups, advice and alert events past theirs."""
     raw_before = ctx.now - ctx.settings.raw_retention
     minutes_before = ctx.now - ctx.settings.rollup_1m_retention
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -30,14 +30,19 @@ async def run(ctx: JobContext) -> int:
         )
         # Advice is kept as long as the 1-minute rollups it is read next to.
         advice = await conn.execute(queries["advice_delete_before"], minutes_before)
+        # So are alert events and their webhook deliveries, unless one is still being delivered.
+        events = await conn.execute(queries["outbox_delete_before"], minutes_before)
     deleted = int(status.split()[-1]) + int(viewer_status.split()[-1])
     advice_deleted = int(advice.split()[-1])
+    events_deleted = int(events.split()[-1])
     logger.info(
-        "retention: dropped %d raw chunks before %s, %d one-minute rollups and %d advice before %s",
+        "retention: dropped %d raw chunks before %s, %d one-minute rollups, %d advice and %d "
+        "alert events before %s",
         chunks,
         raw_before,
         deleted,
         advice_deleted,
+        events_deleted,
         minutes_before,
         extra={
             "action": "retention",
@@ -45,6 +50,7 @@ async def run(ctx: JobContext) -> int:
             "chunks": chunks,
             "rollups_1m_deleted": deleted,
             "advice_deleted": advice_deleted,
+            "alert_events_deleted": events_deleted,
         },
     )
-    return int(chunks) + deleted + advice_deleted
+    return int(chunks) + deleted + advice_deleted + events_deleted

@@ -34,3 +34,11 @@ WHERE created_at > greatest($1, statement_timestamp() - $2::interval)
 -- outbox_now --
 -- The database's clock, from which the relay's first scan starts.
 SELECT statement_timestamp()
+
+-- outbox_delete_before --
+-- Events created before $1 with no delivery still pending (their deliveries go with them).
+DELETE FROM alert_events e
+WHERE e.created_at < $1
+  AND NOT EXISTS (
+      SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.status = 'pending'
+  )

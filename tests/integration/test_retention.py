@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -84,6 +85,41 @@ async def test_retention_deletes_advice_older_than_the_minute_rollups(make_setti
         await retention.run(JobContext(settings, pool, now=NOW))
         kept = [r[0] for r in await conn.fetch("SELECT issued_at FROM stream_advice ORDER BY 1")]
         assert kept == [NOW - timedelta(days=89), NOW - timedelta(days=1)]
+    finally:
+        await conn.close()
+        await pool.close()
+
+
+async def test_old_alert_events_go_unless_a_delivery_is_still_pending(database_url, make_settings):
+    settings = make_settings()
+    pool = await db.create_pool(database_url, max_size=2)
+    conn = await asyncpg.connect(database_url)
+    try:
+        endpoint = await conn.fetchval(
+            "INSERT INTO webhook_endpoints (url) VALUES ('http://127.0.0.1:9/x') RETURNING id"
+        )
+        now = datetime.now(UTC)
+        ages = {"old delivered": 100, "old pending": 100, "old dead": 95, "recent": 10}
+        ids = {}
+        for name, days in ages.items():
+            ids[name] = await conn.fetchval(
+                "INSERT INTO alert_events (type, stream_id, data, created_at) "
+                "VALUES ('alert.raised', $1, '{}', $2) RETURNING id",
+                uuid.uuid4(),
+                now - timedelta(days=days),
+            )
+            status = name.split()[-1] if name != "recent" else "delivered"
+            await conn.execute(
+                "INSERT INTO webhook_deliveries (event_id, endpoint_id, stream_id, status) "
+                "SELECT id, $2, stream_id, $3 FROM alert_events WHERE id = $1",
+                ids[name],
+                endpoint,
+                status,
+            )
+        await retention.run(JobContext(settings, pool, now=now))
+        left = {r[0] for r in await conn.fetch("SELECT id FROM alert_events")}
+        assert left == {ids["old pending"], ids["recent"]}
+        assert await conn.fetchval("SELECT count(*) FROM webhook_deliveries") == 2
     finally:
         await conn.close()
         await pool.close()
