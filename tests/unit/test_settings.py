@@ -54,6 +54,14 @@ def test_environment_variables_are_read(monkeypatch):
         ("STREAMSTATS_RAW_RETENTION", "forever"),
         ("STREAMSTATS_QUEUE_ROWS", "0"),
         ("DATABASE_URL", "mysql://localhost/x"),
+        ("STREAMSTATS_WEBHOOK_URLS", "hooks.example/a"),
+        ("STREAMSTATS_WEBHOOK_URLS", "ftp://hooks.example/a"),
+        ("STREAMSTATS_WEBHOOK_URLS", "https://"),
+        ("STREAMSTATS_WEBHOOK_URLS", "https://a.example/x,https://a.example/x"),
+        ("STREAMSTATS_WEBHOOK_SECRET", "too-short-" + "s" * 21),
+        ("STREAMSTATS_WEBHOOK_TIMEOUT", "0"),
+        ("STREAMSTATS_WEBHOOK_RETRY_FOR", "a day"),
+        ("STREAMSTATS_WEBHOOK_FORMAT", "teams"),
     ],
 )
 def test_a_malformed_value_is_one_line_naming_the_variable(monkeypatch, variable, value):
@@ -125,28 +133,12 @@ def test_webhook_settings_are_read(monkeypatch):
     assert load_settings(webhook_secret="").webhook_secret is None
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("STREAMSTATS_WEBHOOK_URLS", "hooks.example/a"),
-        ("STREAMSTATS_WEBHOOK_URLS", "ftp://hooks.example/a"),
-        ("STREAMSTATS_WEBHOOK_URLS", "https://"),
-        ("STREAMSTATS_WEBHOOK_URLS", "https://a.example/x,https://a.example/x"),
-        ("STREAMSTATS_WEBHOOK_SECRET", "too-short-" + "s" * 21),
-        ("STREAMSTATS_WEBHOOK_TIMEOUT", "0"),
-        ("STREAMSTATS_WEBHOOK_RETRY_FOR", "a day"),
-        ("STREAMSTATS_WEBHOOK_FORMAT", "teams"),
-    ],
-)
-def test_bad_webhook_configuration_is_one_line_naming_the_variable(monkeypatch, variable, value):
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(SettingsError) as caught:
+def test_a_short_webhook_secret_is_refused_without_echoing_it(monkeypatch):
+    secret = "too-short-" + "s" * 21
+    monkeypatch.setenv("STREAMSTATS_WEBHOOK_SECRET", secret)
+    with pytest.raises(SettingsError, match="STREAMSTATS_WEBHOOK_SECRET") as caught:
         load_settings()
-    message = str(caught.value)
-    assert variable in message
-    assert "\n" not in message
-    if variable == "STREAMSTATS_WEBHOOK_SECRET":
-        assert value not in message  # never echoed
+    assert secret not in str(caught.value) and "32" in str(caught.value)
 
 
 def test_webhook_urls_without_a_secret_are_refused_when_delivering(monkeypatch):
