@@ -383,9 +383,11 @@ class Simulation:
         return self.tally
 
     async def _finish(self, tasks: list[asyncio.Task[None]], grace: float) -> None:
-        # Let acknowledgements of what was sent arrive (the client resends until they do).
-        if self._sends and grace:
-            await asyncio.wait(list(self._sends), timeout=grace)
+        # Let acknowledgements of what was sent arrive (the client resends until they do), and
+        # viewers send their final beacons.
+        waiting = [*tasks, *self._sends]
+        if grace and waiting:
+            await asyncio.wait(waiting, timeout=grace)
         for task in [*tasks, *self._sends]:
             task.cancel()
         await asyncio.gather(*tasks, *self._sends, return_exceptions=True)
@@ -446,12 +448,17 @@ class Simulation:
         until = time.monotonic() + rng.expovariate(1 / (6 * self.interval))
         last = time.monotonic()
         while not playback.over and not self._stopping.is_set() and time.monotonic() < until:
-            await asyncio.sleep(min(every, max(0.0, until - time.monotonic())))
+            await self._pause(min(every, max(0.0, until - time.monotonic())))
             moment = time.monotonic()
             await self._beacon(sio, playback.step(datetime.now(UTC), moment - last))
             last = moment
         if not playback.over and sio.connected:
             await self._beacon(sio, playback.finish(datetime.now(UTC)))
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake when the simulation stops (a viewer then ends its view at once)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _beacon(self, sio: socketio.AsyncClient, beacon: dict[str, Any]) -> None:
         self.tally.beacons += 1
@@ -495,7 +502,7 @@ class Simulation:
             finally:
                 await sio.disconnect()
                 await sio.shutdown()
-            await asyncio.sleep(rng.uniform(0, 2 * self.interval))
+            await self._pause(rng.uniform(0, 2 * self.interval))
 
 
 async def simulate(
