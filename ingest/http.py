@@ -65,6 +65,11 @@ async def readiness_problems(app: IngestApp) -> list[str]:
         problems.append(
             f"writer: not keeping up or database unreachable (depth {app.writer.depth})"
         )
+    beacons = app.beacon_writer
+    if beacons is not None and not beacons.healthy:
+        problems.append(
+            f"beacon writer: not keeping up or database unreachable (depth {beacons.depth})"
+        )
     if app.draining:
         problems.append("server: shutting down")
     return problems
