@@ -1,6 +1,7 @@
 """Alerts at the ingest service: threshold alerts after each commit, and the relay to clients.
 
-Threshold alerts (packet loss, fps): `AlertTracker` counts streaks in memory; whether an episode
+Threshold alerts (packet loss, fps): a per-batch hook (ingest/hooks.py) feeds each committed
+sample, in commit order, to `AlertTracker`, which counts streaks in memory; whether an episode
 is open is decided by `stream_alerts` alone. Raising is an insert that a partial unique index makes
 idempotent, clearing is an update of the open row. So an ingest restart, or a streamer reconnecting
 to another node, never opens a second episode nor sends a second `raised`: the transaction that
@@ -12,101 +13,108 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from analytics.alerts import AlertTracker, Transition, alert_payload, default_rules
-from ingest.relay import AlertRelay
-from ingest.rows import StatsRow
+from ingest.hooks import Batch, CommitHooks
+from ingest.relay import AlertRelay, Emitter
 from streamstats import outbox
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.errors import DatabaseUnavailable
+from streamstats.settings import Settings
 from streamstats.sql import queries
-
-if TYPE_CHECKING:
-    from ingest.app import IngestApp
 
 logger = logging.getLogger(__name__)
 
 # A stream not heard from for this long has ended: its streaks are forgotten.
 FORGET_AFTER = timedelta(minutes=10)
 FORGET_EVERY = 10_000  # samples between sweeps
+# One raise or clear gives up after this long (the next sample of the streak retries it):
+# during an outage the hook's lane must not wait on the database indefinitely.
+APPLY_TIMEOUT = 5.0
 _UNAVAILABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUnavailable)
 
 
-def install(app: IngestApp) -> None:
+class Host(Protocol):
+    """What the threshold alerts need of the ingest node."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool | None: ...
+
+
+class Registry(Host, Emitter, Protocol):
+    """Where `install` hangs the alerts: the per-batch hooks and the lifecycle lists."""
+
+    @property
+    def commit_hooks(self) -> CommitHooks: ...
+
+    @property
+    def on_start(self) -> list[Callable[[], Awaitable[None]]]: ...
+
+    @property
+    def on_close(self) -> list[Callable[[], Awaitable[None]]]: ...
+
+
+def install(app: Registry) -> None:
     """Evaluate threshold alerts after each commit and relay the outbox to this node's clients."""
     thresholds = ThresholdAlerts(app)
     relay = AlertRelay(app.settings.database_url, app)
-    app.after_commit.append(thresholds.on_commit)
+    app.commit_hooks.add_async(thresholds.on_commit, "alerts")
     app.on_start.append(relay.start)
     app.on_close.append(relay.close)
-
-
-@dataclass
-class _CountedLock:
-    """A per-stream lock, dropped when nobody holds or awaits it."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
 
 
 class ThresholdAlerts:
     """Packet-loss and fps alerts from committed samples (one streak state per stream)."""
 
-    def __init__(self, app: IngestApp):
-        settings = app.settings
-        self.app = app
+    def __init__(self, host: Host):
+        settings = host.settings
+        self.host = host
         self.tracker = AlertTracker(
             default_rules(settings.alert_packet_loss_pct, settings.alert_fps_min),
             raise_after=settings.alert_raise_after,
             clear_after=settings.alert_clear_after,
         )
-        # Transitions of one stream are applied in the order they were proposed.
-        self._locks: dict[Any, _CountedLock] = {}
         self._seen = 0
 
-    async def on_commit(self, row: StatsRow, duplicate: bool) -> None:
-        """After-commit hook: count the sample, apply a raise or clear it proposes."""
-        if duplicate:
-            return
-        transitions = self.tracker.observe(
-            row.stream_id, row.time, {"packet_loss_pct": row.packet_loss_pct, "fps": row.fps}
-        )
-        self._seen += 1
-        if self._seen % FORGET_EVERY == 0:
-            self.tracker.forget_before(row.time - FORGET_AFTER)
-        if not transitions:
-            return
-        key = row.stream_id
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = _CountedLock()
-        lock.users += 1
-        try:
-            async with lock.lock:
-                for transition in transitions:
-                    await self._apply(row.stream_id, transition)
-        finally:
-            lock.users -= 1
-            if lock.users == 0:
-                del self._locks[key]
+    async def on_commit(self, batch: Batch) -> None:
+        """Per-batch hook: count each new sample in commit order, apply what it proposes.
+
+        Run on its own lane (one batch at a time), so the transitions of a stream are applied
+        in the order its samples were committed.
+        """
+        for committed in batch:
+            if committed.duplicate:
+                continue
+            row = committed.row
+            transitions = self.tracker.observe(
+                row.stream_id, row.time, {"packet_loss_pct": row.packet_loss_pct, "fps": row.fps}
+            )
+            self._seen += 1
+            if self._seen % FORGET_EVERY == 0:
+                self.tracker.forget_before(row.time - FORGET_AFTER)
+            for transition in transitions:
+                await self._apply(row.stream_id, transition)
 
     async def _apply(self, stream_id: Any, transition: Transition) -> None:
-        pool = self.app.pool
+        pool = self.host.pool
         if pool is None:
             self.tracker.retry(stream_id, transition)
             return
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with asyncio.timeout(APPLY_TIMEOUT), pool.acquire() as conn, conn.transaction():
                 payload = await self._change_episode(conn, stream_id, transition)
                 if payload is not None:
                     # With the episode change or not at all; the relay emits it after commit.
                     await outbox.publish(conn, payload)
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        except (*_UNAVAILABLE, asyncpg.PostgresError, TimeoutError) as exc:
             # Any failure (connection lost, lock or statement timeout, a refused write) leaves
             # the change to the next sample of the streak.
             self.tracker.retry(stream_id, transition)

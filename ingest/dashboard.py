@@ -19,12 +19,12 @@ import contextlib
 import logging
 import mimetypes
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -40,13 +40,14 @@ from ingest.digest import (
     ViewerCounts,
 )
 from ingest.errors import Forbidden, Invalid, Unavailable
-from ingest.rows import StatsRow
+from ingest.events import Answer, Connection, Handler, Reply
+from ingest.hooks import Batch, CommitHooks
+from ingest.http import HttpApp
+from ingest.presence import Presence
 from ingest.schema import isoformat, stats_payload, stream_ref
 from streamstats.db import CONNECTION_ERRORS
+from streamstats.settings import Settings
 from streamstats.sql import queries
-
-if TYPE_CHECKING:
-    from ingest.app import Answer, Connection, Handler, IngestApp
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,43 @@ PRESENCE_TIMEOUT = 3.0
 STATIC = "/dashboard/"
 
 
-def install(app: IngestApp) -> Digests:
+class Host(Protocol):
+    """What the dashboard needs of the ingest node (ingest/app.py's IngestApp)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool | None: ...
+
+    @property
+    def presence(self) -> Presence: ...
+
+    @property
+    def connections(self) -> Mapping[str, Connection]: ...
+
+    @property
+    def commit_hooks(self) -> CommitHooks: ...
+
+    @property
+    def on_close(self) -> list[Callable[[], Awaitable[None]]]: ...
+
+    @property
+    def http(self) -> HttpApp: ...
+
+    def add_handler(self, event: str, handler: Handler, action: Action | None = None) -> None: ...
+
+    async def send(self, sid: str, event: str, data: dict[str, Any]) -> None:
+        """Emit to one client of this node."""
+        ...
+
+
+def install(app: Host) -> Digests:
     """Serve the pages and answer the dashboard's events on this app; digests follow commits."""
     settings = app.settings
 
     async def emit(event: str, data: dict[str, Any], sid: str) -> None:
-        # The subscriber is on this node: not through the Redis manager's queue.
-        await app.sio.emit(event, data, to=sid, ignore_queue=True)
+        await app.send(sid, event, data)
 
     bus = None
     if settings.redis_url:
@@ -94,11 +125,10 @@ def install(app: IngestApp) -> Digests:
         emit=emit, viewers=app.presence, connected=lambda sid: sid in app.connections, bus=bus
     )
 
-    async def on_commit(row: StatsRow, duplicate: bool) -> None:
-        if not duplicate:
-            digests.on_commit((row,))
+    def on_commit(batch: Batch) -> None:
+        digests.on_commit(tuple(c.row for c in batch if not c.duplicate))
 
-    app.after_commit.append(on_commit)
+    app.commit_hooks.add(on_commit)
     events = DashboardEvents(app, digests)
     handlers: tuple[tuple[str, Handler, Action | None], ...] = (
         ("stream:stats:history", events.history, "get"),
@@ -158,7 +188,7 @@ class Range:
 
 
 class DashboardEvents:
-    def __init__(self, app: IngestApp, digests: Digests):
+    def __init__(self, app: Host, digests: Digests):
         self.app = app
         self.digests = digests
 
@@ -182,7 +212,7 @@ class DashboardEvents:
             "alerts": [_episode(r) for r in alerts],
             "drops": [_drop(r) for r in drops],
         }
-        return await self.app._answer(sid, "stream:stats:history", body)
+        return Reply("stream:stats:history", body)
 
     async def live(
         self, sid: str, connection: Connection, data: Any, _stream: UUID | None
@@ -238,7 +268,7 @@ class DashboardEvents:
             "streams": streams,
             "feed": [_transition(r) for r in feed],
         }
-        return await self.app._answer(sid, "stream:stats:list", body)
+        return Reply("stream:stats:list", body)
 
     async def digest_subscribe(
         self, sid: str, connection: Connection, data: Any, _stream: UUID | None
@@ -246,18 +276,14 @@ class DashboardEvents:
         principal = _monitor(connection.principal, "stream:stats:digest:subscribe")
         interval = _interval(data)
         await self.digests.subscribe(sid, principal, interval)
-        return await self.app._answer(
-            sid, "stream:stats:digest:subscribed", {"subscribed": True, "interval": interval}
-        )
+        return Reply("stream:stats:digest:subscribed", {"subscribed": True, "interval": interval})
 
     async def digest_unsubscribe(
         self, sid: str, connection: Connection, data: Any, _stream: UUID | None
     ) -> Answer:
         _monitor(connection.principal, "stream:stats:digest:unsubscribe")
         was = await self.digests.unsubscribe(sid)
-        return await self.app._answer(
-            sid, "stream:stats:digest:unsubscribed", {"subscribed": False, "was": was}
-        )
+        return Reply("stream:stats:digest:unsubscribed", {"subscribed": False, "was": was})
 
     async def reports(
         self, sid: str, connection: Connection, data: Any, _stream: UUID | None
@@ -286,7 +312,7 @@ class DashboardEvents:
             except OSError as exc:
                 raise Unavailable(f"the report file could not be read: {exc}") from exc
             body = {"streamId": stream_id, "day": day.isoformat(), "html": html}
-        return await self.app._answer(sid, "stream:stats:reports", body)
+        return Reply("stream:stats:reports", body)
 
     def _read(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return _read(self.app.pool)

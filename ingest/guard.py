@@ -29,16 +29,14 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import socketio
 from socketio import packet as sio_packet
 
 from ingest import metrics
 from ingest.ratelimit import LogLimiter
-
-if TYPE_CHECKING:
-    from ingest.app import IngestApp
+from streamstats.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +374,23 @@ class ConnectTimeout:
             await self._close(eio_sid, "no Socket.IO connect within the connect timeout")
 
 
-def install(app: IngestApp) -> None:
+class Host(Protocol):
+    """What the guards need of the ingest app: its ASGI app to wrap, its server, its lifecycle."""
+
+    asgi: Any
+    settings: Settings
+
+    @property
+    def sio(self) -> socketio.AsyncServer: ...
+
+    @property
+    def on_start(self) -> list[Callable[[], Awaitable[None]]]: ...
+
+    @property
+    def on_close(self) -> list[Callable[[], Awaitable[None]]]: ...
+
+
+def install(app: Host) -> None:
     """Put the transport guard in front of the app and run the connect timeout with it."""
     logging.getLogger("engineio.server").addFilter(_DROP_REFUSED)
     guard = app.asgi = TransportGuard(app.asgi, app.sio)

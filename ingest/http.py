@@ -6,14 +6,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from ingest import metrics
+from ingest.metrics import NodeStatus
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.sql import queries
-
-if TYPE_CHECKING:
-    from ingest.app import IngestApp
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +29,15 @@ def json_response(status: int, body: dict[str, Any]) -> Response:
     return Response(status, json.dumps(body).encode())
 
 
-Handler = Callable[["IngestApp"], Awaitable[Response]]
+Handler = Callable[[NodeStatus], Awaitable[Response]]
 
 
-async def healthz(app: IngestApp) -> Response:
+async def healthz(app: NodeStatus) -> Response:
     """200 while the process serves requests."""
     return json_response(200, {"status": "ok"})
 
 
-async def readyz(app: IngestApp) -> Response:
+async def readyz(app: NodeStatus) -> Response:
     """200 when the database answers and the writer keeps up; 503 saying why otherwise."""
     problems = await readiness_problems(app)
     if problems:
@@ -47,7 +45,7 @@ async def readyz(app: IngestApp) -> Response:
     return json_response(200, {"status": "ready"})
 
 
-async def readiness_problems(app: IngestApp) -> list[str]:
+async def readiness_problems(app: NodeStatus) -> list[str]:
     """Why this node should get no new clients (empty: ready); /readyz and /metrics share it."""
     problems: list[str] = []
     if app.pool is None:
@@ -75,14 +73,20 @@ async def readiness_problems(app: IngestApp) -> list[str]:
     return problems
 
 
-# Path → handler; other modules add their pages here (e.g. `/metrics`).
-ROUTES: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics.page}
+async def metrics_page(app: NodeStatus) -> Response:
+    """`GET /metrics`: this node's state read now, then every metric in the text format."""
+    ready = not await readiness_problems(app)
+    return Response(200, await metrics.page(app, ready=ready), metrics.CONTENT_TYPE)
+
+
+# Path → handler; other modules add their pages here.
+ROUTES: dict[str, Handler] = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_page}
 
 
 class HttpApp:
     """The ASGI app for every path Socket.IO does not own."""
 
-    def __init__(self, app: IngestApp, routes: dict[str, Handler] | None = None):
+    def __init__(self, app: NodeStatus, routes: dict[str, Handler] | None = None):
         self.app = app
         self.routes = dict(ROUTES if routes is None else routes)
 

@@ -7,9 +7,9 @@ read from the live objects when Prometheus scrapes, and the jobs' last runs come
 
 from __future__ import annotations
 
-import collections
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import asyncpg
 from prometheus_client import (
@@ -24,11 +24,40 @@ from prometheus_client import (
 
 from ingest.auth import ROLES
 from streamstats.db import CONNECTION_ERRORS
+from streamstats.settings import Settings
 from streamstats.sql import queries
 
-if TYPE_CHECKING:
-    from ingest.app import IngestApp
-    from ingest.http import Response
+
+class WriterStatus(Protocol):
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def depth(self) -> int: ...
+
+
+class NodeStatus(Protocol):
+    """What /readyz and /metrics read of a running ingest node."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool | None: ...
+
+    @property
+    def writer(self) -> WriterStatus | None: ...
+
+    @property
+    def beacon_writer(self) -> WriterStatus | None: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def connections_by_role(self) -> Mapping[str, int]: ...
+
+    def local_viewers(self) -> int | None: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -180,18 +209,16 @@ async def render(pool: asyncpg.Pool | None = None, registry: CollectorRegistry =
     return generate_latest(registry)
 
 
-async def page(app: IngestApp) -> Response:
-    """`GET /metrics`: this node's state read now, then every metric in the text format."""
-    from ingest.http import Response, readiness_problems
-
-    READY.set(0 if await readiness_problems(app) else 1)
-    QUEUE_CAPACITY.set(app.settings.queue_rows)
-    if app.writer is not None:
-        QUEUE_ROWS.set(app.writer.depth)
-    roles = collections.Counter(conn.principal.role for conn in app.connections.values())
+async def page(node: NodeStatus, *, ready: bool) -> bytes:
+    """The `/metrics` body: this node's state read now, then every metric in the text format."""
+    READY.set(1 if ready else 0)
+    QUEUE_CAPACITY.set(node.settings.queue_rows)
+    if node.writer is not None:
+        QUEUE_ROWS.set(node.writer.depth)
+    roles = node.connections_by_role()
     for role in ROLES:
         CONNECTIONS.labels(role).set(roles.get(role, 0))
-    viewers = getattr(app.presence, "local_viewers", None)
+    viewers = node.local_viewers()
     if viewers is not None:
         VIEWERS.set(viewers)
-    return Response(200, await render(app.pool), CONTENT_TYPE)
+    return await render(node.pool)

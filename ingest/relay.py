@@ -53,17 +53,13 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, DatabaseUna
 
 
 class Emitter(Protocol):
-    """What the relay needs of the app: emit to a stream's streamers and monitors."""
+    """What the relay needs of the app: send to a stream's streamers and monitors."""
 
-    async def emit_to_stream(
-        self,
-        event: str,
-        data: dict[str, Any],
-        stream_id: str,
-        *,
-        streamers: bool,
-        local: bool = False,
-    ) -> None: ...
+    async def broadcast(
+        self, event: str, payloads: list[dict[str, Any]], *, streamers: bool, local: bool = False
+    ) -> None:
+        """Each payload to the monitors (and streamers) of its `streamId` (ingest/rooms.py)."""
+        ...
 
 
 class AlertRelay:
@@ -152,9 +148,7 @@ class AlertRelay:
             self._emitted[event["id"]] = scanned_at
             data = event["data"]
             logger.debug("relaying %s", data["type"], extra={"action": "alert_relayed"})
-            await self.emitter.emit_to_stream(
-                ALERT_EVENT, data, data["streamId"], streamers=True, local=True
-            )
+            await self.emitter.broadcast(ALERT_EVENT, [data], streamers=True, local=True)
         self._since = scanned_at
         horizon = self._since - CATCH_UP_MARGIN
         for event_id in [i for i, seen in self._emitted.items() if seen < horizon]:

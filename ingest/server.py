@@ -12,14 +12,11 @@ import logging
 import signal
 import socket
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import uvicorn
 
 from streamstats.settings import Settings
-
-if TYPE_CHECKING:
-    from ingest.app import IngestApp
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +27,16 @@ DRAIN_TIMEOUT = 6.0
 GRACEFUL_CLOSE = 2
 
 
+class Drainable(Protocol):
+    async def drain(self) -> None:
+        """Answer everything accepted; refuse new work at once."""
+        ...
+
+
 class IngestServer(uvicorn.Server):
     """uvicorn.Server whose exit signal first drains the app, then stops serving."""
 
-    def __init__(self, config: uvicorn.Config, app: IngestApp):
+    def __init__(self, config: uvicorn.Config, app: Drainable):
         super().__init__(config)
         self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,84 +1,167 @@
-"""After-commit hooks run up to their first suspension in the handler, the rest in a task."""
+"""Per-batch hooks (ingest/hooks.py): commit order, one batch at a time, failures contained;
+threshold alerts fed from them raise and clear each episode once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from ingest.app import IngestApp
-from ingest.rows import StatsRow
+from ingest.alerts import ALERT_EVENT, ThresholdAlerts
+from ingest.hooks import Batch, CommitHooks
+from ingest.rows import Committed, StatsRow
 from streamstats.settings import Settings
 
 SETTINGS = Settings.model_validate(
     {"database_url": "postgresql:///unused", "jwt_secret": "unit-secret-" + "u" * 32}
 )
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+STREAM = uuid.uuid4()
 
 
-def row(fps: float) -> StatsRow:
+def sample(second: int, loss: float = 0.0, stream: uuid.UUID = STREAM) -> StatsRow:
     return StatsRow(
-        datetime.now(UTC), uuid.uuid4(), None, fps, None, None, None, None, None, None, None, "fair"
-    )
+        T0 + timedelta(seconds=second), stream, None, 30.0, None, None, None, loss, None, None,
+        None, "good",
+    )  # fmt: skip
 
 
-async def test_hooks_observe_in_call_order_and_finish_in_tasks():
-    app = IngestApp(SETTINGS)
-    log: list[tuple[str, float]] = []
-
-    async def hook(sample: StatsRow, duplicate: bool) -> None:
-        log.append(("observed", sample.fps or 0))
-        if (sample.fps or 0) % 2:  # odd samples suspend, like an alert transition
-            await asyncio.sleep(0.01)
-            await asyncio.sleep(0)
-            log.append(("finished", sample.fps or 0))
-
-    app.after_commit.append(hook)
-    for fps in (1, 2, 3, 4):
-        app._run_after_commit(row(fps), False)
-    # Every sample was observed before this test awaited anything.
-    assert log == [("observed", 1), ("observed", 2), ("observed", 3), ("observed", 4)]
-    assert len(app._tasks) == 2  # only the hooks that suspended got a task
-    await asyncio.gather(*list(app._tasks))
-    assert log[4:] == [("finished", 1), ("finished", 3)]
+def batch(*seconds: int, duplicate: bool = False) -> Batch:
+    return [Committed(sample(s), duplicate) for s in seconds]
 
 
-async def test_a_failing_hook_is_logged_and_the_others_still_run(caplog):
-    app = IngestApp(SETTINGS)
+async def test_async_hooks_see_batches_one_at_a_time_in_commit_order():
+    hooks = CommitHooks()
+    seen: list[int] = []
+    busy = 0
+
+    async def slow(committed: Batch) -> None:
+        nonlocal busy
+        busy += 1
+        assert busy == 1, "two batches in the hook at once"
+        await asyncio.sleep(0.01)
+        seen.extend(c.row.time.second for c in committed)
+        busy -= 1
+
+    hooks.add_async(slow, "slow")
+    for start in range(0, 10, 2):
+        hooks(batch(start, start + 1))
+    await hooks.drain()
+    assert seen == list(range(10))
+    await hooks.close()
+
+
+async def test_a_slow_hook_delays_neither_the_plain_hooks_nor_the_other_lanes():
+    hooks = CommitHooks()
+    plain: list[int] = []
+    fast: list[int] = []
+    release = asyncio.Event()
+
+    async def stuck(committed: Batch) -> None:
+        await release.wait()
+
+    async def quick(committed: Batch) -> None:
+        fast.extend(c.row.time.second for c in committed)
+
+    hooks.add_async(stuck, "stuck")
+    hooks.add(lambda committed: plain.extend(c.row.time.second for c in committed))
+    hooks.add_async(quick, "quick")
+    hooks(batch(1))
+    hooks(batch(2))
+    assert plain == [1, 2]  # called in the writer's loop, at once
+    await asyncio.sleep(0.05)
+    assert fast == [1, 2]
+    release.set()
+    await hooks.drain()
+    await hooks.close()
+
+
+async def test_a_failing_hook_is_logged_and_everything_else_still_runs(caplog):
+    hooks = CommitHooks()
     ran: list[str] = []
 
-    async def fails_at_once(sample: StatsRow, duplicate: bool) -> None:
+    def fails_at_once(committed: Batch) -> None:
         raise RuntimeError("boom")
 
-    async def fails_later(sample: StatsRow, duplicate: bool) -> None:
+    async def fails_later(committed: Batch) -> None:
         await asyncio.sleep(0)
         raise RuntimeError("later")
 
-    async def works(sample: StatsRow, duplicate: bool) -> None:
+    async def works(committed: Batch) -> None:
         ran.append("works")
 
-    app.after_commit.extend([fails_at_once, fails_later, works])
-    app._run_after_commit(row(30), False)
-    await asyncio.gather(*list(app._tasks))
-    assert ran == ["works"]
-    failures = [r for r in caplog.records if r.getMessage() == "after-commit hook failed"]
-    assert len(failures) == 2
+    hooks.add(fails_at_once)
+    hooks.add_async(fails_later, "fails_later")
+    hooks.add_async(works, "works")
+    hooks(batch(1))
+    hooks(batch(2))
+    await hooks.drain()
+    assert ran == ["works", "works"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.count("commit hook failed") == 2
+    assert messages.count("fails_later hook failed") == 2
+    await hooks.close()
 
 
-async def test_a_cancelled_continuation_cancels_the_hook():
-    app = IngestApp(SETTINGS)
-    cancelled = asyncio.Event()
+class Episodes:
+    """stream_alerts for the alert hook: at most one open episode per (stream, type)."""
 
-    async def waits(sample: StatsRow, duplicate: bool) -> None:
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    def __init__(self) -> None:
+        self.open: dict[tuple[Any, str], dict[str, Any]] = {}
 
-    app.after_commit.append(waits)
-    app._run_after_commit(row(30), False)
-    (task,) = app._tasks
-    await asyncio.sleep(0)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    assert cancelled.is_set() and task.cancelled()
+    async def fetchrow(self, query: str, stream: Any, kind: str, *args: Any) -> Any:
+        await asyncio.sleep(0)  # a round trip: the hook suspends here
+        if "INSERT INTO stream_alerts" in query:
+            _value, threshold, raised_at = args
+            if (stream, kind) in self.open:
+                return None
+            self.open[stream, kind] = {"threshold": threshold, "raised_at": raised_at}
+            return {"raised_at": raised_at}
+        episode = self.open.pop((stream, kind), None)
+        if episode is None:
+            return None
+        return {**episode, "cleared_at": args[0]}
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Episodes]:
+        yield self
+
+
+class Node:
+    """The alert hook's host: settings, a pool, and the broadcasts it sends."""
+
+    def __init__(self) -> None:
+        self.settings = SETTINGS
+        self.pool: Any = Episodes()
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def broadcast(
+        self, event: str, payloads: list[dict[str, Any]], *, streamers: bool, local: bool = False
+    ) -> None:
+        assert streamers and not local
+        self.sent.extend((event, p) for p in payloads)
+
+
+async def test_alerts_follow_commit_order_and_each_episode_is_announced_once():
+    node = Node()
+    alerts = ThresholdAlerts(node)
+    hooks = CommitHooks()
+    hooks.add_async(alerts.on_commit, "alerts")
+    losses = [1, 9, 9, 9, 1, 1, 1, 1]  # raise after two breaching samples, clear after three
+    for second, loss in enumerate(losses):
+        hooks([Committed(sample(second, loss), False)])
+        # A resent sample is committed as a duplicate: it must not count twice.
+        hooks([Committed(sample(second, loss), True)])
+    await hooks.drain()
+    assert [(e, p["state"]) for e, p in node.sent] == [
+        (ALERT_EVENT, "raised"),
+        (ALERT_EVENT, "cleared"),
+    ]
+    raised, cleared = (p for _, p in node.sent)
+    assert raised["streamId"] == cleared["streamId"] == str(STREAM)
+    assert raised["startedAt"] == cleared["startedAt"]
+    assert not node.pool.open
+    await hooks.close()
