@@ -1,16 +1,17 @@
 """Per-batch hooks (ingest/hooks.py): commit order, one batch at a time, failures contained;
-threshold alerts fed from them raise and clear each episode once."""
+threshold alerts fed from them raise and clear each episode once (published to the outbox)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ingest.alerts import ALERT_EVENT, ThresholdAlerts
+from ingest.alerts import ThresholdAlerts
 from ingest.hooks import Batch, CommitHooks
 from ingest.rows import Committed, StatsRow
 from streamstats.settings import Settings
@@ -107,10 +108,12 @@ async def test_a_failing_hook_is_logged_and_everything_else_still_runs(caplog):
 
 
 class Episodes:
-    """stream_alerts for the alert hook: at most one open episode per (stream, type)."""
+    """stream_alerts and the outbox for the alert hook: one open episode per (stream, type)."""
 
     def __init__(self) -> None:
         self.open: dict[tuple[Any, str], dict[str, Any]] = {}
+        self.published: list[dict[str, Any]] = []
+        self.in_transaction = False
 
     async def fetchrow(self, query: str, stream: Any, kind: str, *args: Any) -> Any:
         await asyncio.sleep(0)  # a round trip: the hook suspends here
@@ -125,29 +128,41 @@ class Episodes:
             return None
         return {**episode, "cleared_at": args[0]}
 
+    async def execute(self, query: str, *args: Any) -> None:
+        await asyncio.sleep(0)
+
+    async def fetchval(self, query: str, *args: Any) -> int:
+        payload = next(json.loads(a) for a in args if isinstance(a, str) and a.startswith("{"))
+        self.published.append(payload)
+        return len(self.published)
+
+    def is_in_transaction(self) -> bool:
+        return self.in_transaction
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self.in_transaction = True
+        try:
+            yield
+        finally:
+            self.in_transaction = False
+
     @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[Episodes]:
         yield self
 
 
 class Node:
-    """The alert hook's host: settings, a pool, and the broadcasts it sends."""
+    """The alert hook's host: settings and a pool."""
 
     def __init__(self) -> None:
         self.settings = SETTINGS
-        self.pool: Any = Episodes()
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-
-    async def broadcast(
-        self, event: str, payloads: list[dict[str, Any]], *, streamers: bool, local: bool = False
-    ) -> None:
-        assert streamers and not local
-        self.sent.extend((event, p) for p in payloads)
+        self.pool = Episodes()
 
 
-async def test_alerts_follow_commit_order_and_each_episode_is_announced_once():
+async def test_alerts_follow_commit_order_and_each_episode_is_published_once():
     node = Node()
-    alerts = ThresholdAlerts(node)
+    alerts = ThresholdAlerts(node)  # type: ignore[arg-type]
     hooks = CommitHooks()
     hooks.add_async(alerts.on_commit, "alerts")
     losses = [1, 9, 9, 9, 1, 1, 1, 1]  # raise after two breaching samples, clear after three
@@ -156,11 +171,8 @@ async def test_alerts_follow_commit_order_and_each_episode_is_announced_once():
         # A resent sample is committed as a duplicate: it must not count twice.
         hooks([Committed(sample(second, loss), True)])
     await hooks.drain()
-    assert [(e, p["state"]) for e, p in node.sent] == [
-        (ALERT_EVENT, "raised"),
-        (ALERT_EVENT, "cleared"),
-    ]
-    raised, cleared = (p for _, p in node.sent)
+    assert [p["state"] for p in node.pool.published] == ["raised", "cleared"]
+    raised, cleared = node.pool.published
     assert raised["streamId"] == cleared["streamId"] == str(STREAM)
     assert raised["startedAt"] == cleared["startedAt"]
     assert not node.pool.open
