@@ -22,3 +22,9 @@ RETURNING id, (SELECT version FROM claimed) AS version
 -- advice_delete_before --
 -- Retention of advice: delete what was issued before $1 (kept as long as 1-minute rollups).
 DELETE FROM stream_advice WHERE issued_at < $1::timestamptz
+
+-- advice_applied --
+-- Record what the streamer applied of advice $1 of stream $2; no row back: no such advice.
+UPDATE stream_advice SET applied_at = now(), applied = $3
+WHERE id = $1 AND stream_id = $2
+RETURNING id
