@@ -1,12 +1,13 @@
 """Quality advice at the ingest service: after each commit, advise streamers (analytics/advice.py).
 
-Committed samples are fed, in commit order, to one `Advisor` per stream. An advice it proposes is
-recorded in `stream_advice` together with the advisor's new state in `stream_advisor_state`, and
-only the node whose insert went through sends it (`stream:quality:advice` to the stream's
-streamers and monitors, through the emit function: with REDIS_URL every node delivers to its own
-clients once). The state row carries a version: a node deciding from a state another node has
-moved on from records nothing, reloads the state and goes on from there — so a streamer moving
-between nodes, or a restarted node, neither repeats nor contradicts the advice already given.
+A per-batch hook (ingest/hooks.py, on its own lane) feeds committed samples, in commit order, to
+one `Advisor` per stream. An advice it proposes is recorded in `stream_advice` together with the
+advisor's new state in `stream_advisor_state`, and only the node whose insert went through sends
+it (`stream:quality:advice` to the stream's streamers and monitors, through ingest/rooms.py: with
+REDIS_URL every node delivers to its own clients once). The state row carries a version: a node
+deciding from a state another node has moved on from records nothing, reloads the state and goes
+on from there — so a streamer moving between nodes, or a restarted node, neither repeats nor
+contradicts the advice already given. `stream:quality:applied` records what the streamer applied.
 
 Between advice, the state is this node's memory only (the window of recent samples, since when
 the stream has been fine); a restart loses that much and so waits a little longer to raise.
@@ -14,20 +15,21 @@ the stream has been fine); a restart loses that much and so waits a little longe
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
 from prometheus_client import Counter
 
 from analytics.advice import Advice, AdvicePolicy, Advisor, AdvisorState, Sample
-from ingest.rows import Committed, StatsRow
-from ingest.schema import isoformat
+from ingest.auth import Action
+from ingest.errors import Forbidden, Invalid, Unavailable
+from ingest.events import Answer, Connection, Handler
+from ingest.hooks import Batch, CommitHooks
+from ingest.rows import StatsRow
+from ingest.schema import isoformat, stream_ref
 from streamstats.db import CONNECTION_ERRORS
 from streamstats.settings import Settings
 from streamstats.sql import queries
@@ -39,14 +41,49 @@ ADVICE_EVENT = "stream:quality:advice"
 FORGET_AFTER = timedelta(minutes=10)
 FORGET_EVERY = 10_000  # samples between sweeps
 
+# What `stream:quality:applied` may say was set (clients/js/quality-advice.js).
+APPLIED_FIELDS = ("maxBitrate", "scaleResolutionDownBy", "maxFramerate")
+
 ADVICE = Counter(
     "streamstats_advice",
     "Quality advice sent to streamers, by action and reason",
     ["action", "reason"],
 )
 
-# Send an event about a stream to its streamers and monitors: (event, payload, stream id).
-Emit = Callable[[str, dict[str, Any], str], Awaitable[None]]
+APPLIED_EVENT = "stream:quality:applied"
+
+
+class Host(Protocol):
+    """What the advice needs of the ingest node (ingest/app.py's IngestApp)."""
+
+    @property
+    def pool(self) -> asyncpg.Pool | None: ...
+
+    async def broadcast(
+        self, event: str, payloads: list[dict[str, Any]], *, streamers: bool, local: bool = False
+    ) -> None: ...
+
+
+class Registry(Host, Protocol):
+    """Where `install` hangs the advice: settings, per-batch hooks, event handlers."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def commit_hooks(self) -> CommitHooks: ...
+
+    def add_handler(self, event: str, handler: Handler, action: Action | None = None) -> None: ...
+
+
+def install(app: Registry) -> QualityAdvice | None:
+    """Advise streamers after each commit and take their reports (unless advice is disabled)."""
+    if not app.settings.advice_enabled:
+        return None
+    advice = QualityAdvice(policy_from(app.settings), app)
+    app.commit_hooks.add_async(advice.on_commit, "advice")
+    app.add_handler(APPLIED_EVENT, advice.on_applied, "update")
+    return advice
 
 
 class _Stream:
@@ -79,59 +116,54 @@ def policy_from(settings: Settings) -> AdvicePolicy:
 class QualityAdvice:
     """Feeds committed samples to per-stream advisors; records and sends what they advise."""
 
-    def __init__(self, policy: AdvicePolicy, pool: Callable[[], asyncpg.Pool | None], emit: Emit):
+    def __init__(self, policy: AdvicePolicy, host: Host):
         self.policy = policy
-        self._pool = pool
-        self._emit = emit
+        self.host = host
         self._streams: dict[UUID, _Stream] = {}
-        self._pending: deque[StatsRow] = deque()
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task[None] | None = None
         self._seen = 0
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="quality-advice")
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def wait_idle(self) -> None:
-        """Return once every sample handed over so far has been judged (and its advice sent)."""
-        await self._idle.wait()
-
-    # -- the per-batch hook ----------------------------------------------------------------
-
-    def on_commit(self, batch: list[Committed]) -> None:
-        """Writer hook: queue the batch's newly stored samples, in commit order."""
+    async def on_commit(self, batch: Batch) -> None:
+        """Per-batch hook: judge the batch's newly stored samples, in commit order."""
         rows = [c.row for c in batch if not c.duplicate]
         if rows:
-            self._pending.extend(rows)
-            self._idle.clear()
-            self._wakeup.set()
+            await self._judge(rows)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                rows = list(self._pending)
-                self._pending.clear()
-                try:
-                    await self._judge(rows)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # Advice is best effort: the samples are stored whatever happens here.
-                    logger.exception("quality advice failed", extra={"action": "advice_error"})
-            self._idle.set()
+    async def on_applied(
+        self, sid: str, connection: Connection, data: Any, stream: UUID | None
+    ) -> Answer:
+        """`stream:quality:applied {streamId, adviceId, applied}`: record what was applied."""
+        principal = connection.principal
+        if not principal.can("update"):
+            raise Forbidden(f"a {principal.role} may not send {APPLIED_EVENT}")
+        stream_id = stream_ref(data)
+        advice_id = data.get("adviceId")
+        if not isinstance(advice_id, int) or isinstance(advice_id, bool) or advice_id < 1:
+            raise Invalid("adviceId must be the positive integer of an advice", field="adviceId")
+        applied = data.get("applied")
+        if not isinstance(applied, dict) or set(applied) - set(APPLIED_FIELDS):
+            raise Invalid(
+                f"applied must be an object with {', '.join(APPLIED_FIELDS)}", field="applied"
+            )
+        for name, value in applied.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise Invalid(f"applied.{name} must be a positive number or null", field=name)
+        pool = self.host.pool
+        if pool is None:
+            raise Unavailable("the database is unreachable, retry later")
+        try:
+            async with pool.acquire() as conn:
+                found = await conn.fetchval(
+                    queries["advice_applied"], advice_id, UUID(stream_id), applied
+                )
+        except CONNECTION_ERRORS as exc:
+            raise Unavailable("the database is unreachable, retry later") from exc
+        if found is None:
+            raise Invalid(
+                f"no advice {advice_id} was given to stream {stream_id}", field="adviceId"
+            )
+        return {"ok": True, "streamId": stream_id, "adviceId": advice_id}
 
     async def _judge(self, rows: list[StatsRow]) -> None:
         await self._load([r.stream_id for r in rows if r.stream_id not in self._streams])
@@ -155,7 +187,7 @@ class QualityAdvice:
         missing = list(dict.fromkeys(stream_ids))
         if not missing:
             return
-        pool = self._pool()
+        pool = self.host.pool
         if pool is None:
             return
         try:
@@ -182,7 +214,7 @@ class QualityAdvice:
             del self._streams[stream_id]
 
     async def _issue(self, stream_id: UUID, stream: _Stream, advice: Advice) -> None:
-        pool = self._pool()
+        pool = self.host.pool
         record = None
         if pool is not None:
             try:
@@ -220,7 +252,7 @@ class QualityAdvice:
             extra={"action": "advice", "stream_id": str(stream_id), "advice": advice.action},
         )
         payload = advice_payload(stream_id, int(record["id"]), advice)
-        await self._emit(ADVICE_EVENT, payload, str(stream_id))
+        await self.host.broadcast(ADVICE_EVENT, [payload], streamers=True)
 
 
 def advice_payload(stream_id: UUID, advice_id: int, advice: Advice) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Where things are: the events and their answers in ingest/events.py, who receives a broadcast in
 ingest/rooms.py, what follows each committed batch in ingest/hooks.py (monitor broadcasts in
-ingest/monitors.py, threshold alerts in ingest/alerts.py), the write path in ingest/writer.py.
+ingest/monitors.py, threshold alerts in ingest/alerts.py, quality advice in ingest/advice.py),
+the write path in ingest/writer.py.
 This module wires them and owns the lifecycle: start, drain, close.
 """
 
@@ -18,6 +19,7 @@ from uuid import UUID
 import asyncpg
 import socketio
 
+import ingest.advice
 import ingest.alerts
 import ingest.dashboard
 import ingest.guard
@@ -251,5 +253,6 @@ def create_app(
     app = IngestApp(settings, presence=presence, client_manager=client_manager)
     ingest.alerts.install(app)
     ingest.dashboard.install(app)
+    ingest.advice.install(app)
     ingest.guard.install(app)
     return app

@@ -24,40 +24,40 @@ def row(stream: uuid.UUID, i: int, *, bitrate: float, loss: float, upload: float
     )
 
 
-class Sent:
-    """What a QualityAdvice emitted: (event, payload, stream id), in order."""
+class Node:
+    """The part of an ingest node advice uses: its pool, and what it broadcast, in order."""
 
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any], str]] = []
+    def __init__(self, pool: asyncpg.Pool | None) -> None:
+        self.pool = pool
+        self.events: list[tuple[str, dict[str, Any], bool]] = []
 
-    async def __call__(self, event: str, payload: dict[str, Any], stream_id: str) -> None:
-        self.events.append((event, payload, stream_id))
+    async def broadcast(
+        self, event: str, payloads: list[dict[str, Any]], *, streamers: bool, local: bool = False
+    ) -> None:
+        self.events.extend((event, p, streamers) for p in payloads)
 
 
 async def feed(service: QualityAdvice, rows: list[StatsRow]) -> None:
-    """Hand rows over one committed batch each, as the writer does, and let the worker judge."""
+    """Hand rows over one committed batch each, as the writer's hook lane does."""
     for r in rows:
-        service.on_commit([Committed(r, False)])
-        await asyncio.wait_for(service.wait_idle(), 10)
+        await service.on_commit([Committed(r, False)])
 
 
 async def test_congestion_advice_is_recorded_and_sent_once(make_settings, conn) -> None:
     settings = make_settings()
     stream = uuid.uuid4()
     pool = await create_pool(settings.database_url)
-    sent = Sent()
-    service = QualityAdvice(policy_from(settings), lambda: pool, sent)
-    await service.start()
+    node = Node(pool)
+    service = QualityAdvice(policy_from(settings), node)
     try:
         good = [row(stream, i, bitrate=4000, loss=0.1, upload=9000) for i in range(6)]
         bad = [row(stream, i, bitrate=4000, loss=12, upload=9000) for i in range(6, 10)]
         await feed(service, good + bad)
     finally:
-        await service.close()
         await pool.close()
-    assert [(e, p["action"]) for e, p, _ in sent.events] == [(ADVICE_EVENT, "lower")]
-    _, payload, target_stream = sent.events[0]
-    assert target_stream == str(stream)
+    assert [(e, p["action"]) for e, p, _ in node.events] == [(ADVICE_EVENT, "lower")]
+    _, payload, to_streamers = node.events[0]
+    assert to_streamers
     assert payload["streamId"] == str(stream)
     assert payload["reasons"] == ["packet_loss"]
     assert payload["severity"] == "critical"
@@ -75,11 +75,9 @@ async def test_a_restarted_or_second_node_does_not_repeat_the_advice(make_settin
     settings = make_settings()
     stream = uuid.uuid4()
     pool = await create_pool(settings.database_url)
-    first_sent, second_sent = Sent(), Sent()
-    first = QualityAdvice(policy_from(settings), lambda: pool, first_sent)
-    second = QualityAdvice(policy_from(settings), lambda: pool, second_sent)
-    await first.start()
-    await second.start()
+    first_node, second_node = Node(pool), Node(pool)
+    first = QualityAdvice(policy_from(settings), first_node)
+    second = QualityAdvice(policy_from(settings), second_node)
     try:
         await feed(first, [row(stream, i, bitrate=4000, loss=12, upload=9000) for i in range(4)])
         # The streamer moves to the other node and goes on sending at the old bitrate for a
@@ -90,10 +88,8 @@ async def test_a_restarted_or_second_node_does_not_repeat_the_advice(make_settin
         later = [row(stream, i, bitrate=2000, loss=15, upload=9000) for i in (8, 9)]
         await asyncio.gather(feed(first, later), feed(second, later))
     finally:
-        await first.close()
-        await second.close()
         await pool.close()
-    actions = [p["action"] for _, p, _ in first_sent.events + second_sent.events]
+    actions = [p["action"] for _, p, _ in first_node.events + second_node.events]
     stored = await conn.fetch(
         "SELECT action, target FROM stream_advice WHERE stream_id = $1 ORDER BY id", stream
     )
@@ -108,15 +104,11 @@ async def test_a_restarted_or_second_node_does_not_repeat_the_advice(make_settin
 
 async def test_without_a_database_nothing_is_sent(make_settings) -> None:
     settings = make_settings()
-    sent = Sent()
-    service = QualityAdvice(policy_from(settings), lambda: None, sent)
-    await service.start()
-    try:
-        stream = uuid.uuid4()
-        await feed(service, [row(stream, i, bitrate=4000, loss=12, upload=9000) for i in range(5)])
-    finally:
-        await service.close()
-    assert sent.events == []
+    node = Node(None)
+    service = QualityAdvice(policy_from(settings), node)
+    stream = uuid.uuid4()
+    await feed(service, [row(stream, i, bitrate=4000, loss=12, upload=9000) for i in range(5)])
+    assert node.events == []
 
 
 async def test_analysts_may_read_the_advice(conn: asyncpg.Connection) -> None:

@@ -14,12 +14,9 @@ const URL = process.env.SERVER_URL;
 const TOKEN = process.env.TOKEN;
 const STREAM = process.env.STREAM_ID;
 const ROOT = path.resolve(__dirname, '..', '..');
-// The page's own origin: served by Playwright from the checkout, a secure context for the camera.
-const ORIGIN = 'http://localhost:9';
-const FILES = {
-  '/quality-advice.js': path.join(ROOT, 'clients', 'js', 'quality-advice.js'),
-  '/socket.io.min.js': path.join(ROOT, 'streamstats', 'static', 'vendor', 'socket.io.min.js'),
-};
+// The module under test and the official browser client, inlined into the page.
+const MODULE = fs.readFileSync(path.join(ROOT, 'clients', 'js', 'quality-advice.js'), 'utf8');
+const SOCKET_IO = fs.readFileSync(path.join(ROOT, 'streamstats', 'static', 'vendor', 'socket.io.min.js'), 'utf8');
 
 function report(event, data) {
   process.stdout.write('@@' + JSON.stringify({ event, data }) + '\n');
@@ -27,9 +24,11 @@ function report(event, data) {
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>advice</title>
 <video id="remote" autoplay muted playsinline></video>
-<script src="/socket.io.min.js"></script>
+<script>${SOCKET_IO.replace(/<\/script/gi, '<\\/script')}</script>
 <script type="module">
-import { applyQualityAdvice } from '/quality-advice.js';
+// Imported as the module file it is, from a blob of its source (same origin as the page).
+const moduleUrl = URL.createObjectURL(new Blob([${JSON.stringify(MODULE)}], { type: 'text/javascript' }));
+const { applyQualityAdvice } = await import(moduleUrl);
 
 const pc1 = new RTCPeerConnection();
 const pc2 = new RTCPeerConnection();
@@ -88,35 +87,28 @@ setInterval(async () => {
 
 (async () => {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'advice-chromium-'));
-  const browser = await chromium.launch({
+  const context = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
+    headless: true,
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      `--user-data-dir=${profile}`,
     ],
   });
   let code = 0;
   try {
-    const context = await browser.newContext();
-    await context.grantPermissions(['camera'], { origin: ORIGIN });
-    await context.route(`${ORIGIN}/**`, (route) => {
-      const { pathname } = new globalThis.URL(route.request().url());
-      if (pathname === '/') return route.fulfill({ contentType: 'text/html', body: PAGE });
-      if (FILES[pathname]) return route.fulfill({ contentType: 'text/javascript', body: fs.readFileSync(FILES[pathname]) });
-      return route.fulfill({ status: 404, body: 'not found' });
-    });
-    const page = await context.newPage();
+    await context.grantPermissions(['camera'], { origin: URL });
+    const page = context.pages()[0] || (await context.newPage());
     page.on('console', (msg) => report('console', msg.text()));
     page.on('pageerror', (err) => report('pageerror', String(err)));
-    await page.goto(`${ORIGIN}/`);
+    // A page of the server's own origin (a secure context on the loopback address, so the
+    // camera and the socket are allowed), then the test page written into it.
+    await page.goto(`${URL}/healthz`);
+    await page.setContent(PAGE);
     // Warm up: the loopback link ramps up to the encoder's full rate.
     await page.waitForFunction(() => window.observed && window.observed.samples.length >= 8, null, { timeout: 30000 });
-    const before = await page.evaluate(() => ({
-      samples: window.observed.samples.slice(-3),
-      encodings: window.observed.applied.length ? null : null,
-    }));
+    const before = await page.evaluate(() => ({ samples: window.observed.samples.slice(-3) }));
     report('before', before);
     await page.evaluate(() => { window.congested = true; });
     await page.waitForFunction(() => window.observed.applied.length >= 1, null, { timeout: 30000 });
@@ -132,7 +124,7 @@ setInterval(async () => {
     report('failure', String(error && error.stack || error));
     code = 1;
   } finally {
-    await browser.close();
+    await context.close();
     fs.rmSync(profile, { recursive: true, force: true });
   }
   process.exit(code);
