@@ -190,7 +190,8 @@ async def test_every_event_arrives_signed_and_in_order_through_failures_a_timeou
         assert r["body"]["type"] == f"alert.{r['body']['data']['state']}"
     # The two failures and the timed-out attempt (which the receiver did get) were made again;
     # attempts refused while it was down never reached it.
-    assert sorted(Counter(ids).values()) == [1] * (len(stored) - 3) + [2] * 3
+    # (Which events they hit depends on timing: one event may take all three.)
+    assert len(ids) == len(stored) + 3
     attempts = await conn.fetchval("SELECT sum(attempts) FROM webhook_deliveries")
     assert attempts > len(ids)
     order = per_stream_order(receiver.requests)
