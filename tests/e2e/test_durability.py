@@ -303,3 +303,82 @@ async def test_sigterm_while_a_commit_hangs_still_exits_within_10s_answering_eve
         await conn.execute(f"DROP TRIGGER {name} ON stream_latest")
         await conn.execute(f"DROP FUNCTION {name}()")
         await conn.close()
+
+
+async def send_without_pause(url: str, stream: Stream, window: int, stop: asyncio.Event) -> int:
+    """A streamer that keeps `window` updates in flight, sending the next as soon as one is
+    answered, whatever the answer, until its connection closes or `stop` is set.
+
+    Returns how many it sent; `stream.acks` gets each answer (None: never answered).
+    """
+    client = socketio.AsyncClient(reconnection=False)
+    loop = asyncio.get_running_loop()
+    gone = asyncio.Event()
+    client.on("disconnect", lambda *reason: gone.set())
+    await client.connect(url, auth={"token": token(stream.id)}, transports=["websocket"])
+    answered: dict[int, asyncio.Future[Any]] = {}
+    free = asyncio.Semaphore(window)
+    sent = 0
+    try:
+        while not gone.is_set() and not stop.is_set():
+            try:
+                await asyncio.wait_for(free.acquire(), 0.2)
+            except TimeoutError:
+                continue  # the window is full: look again whether the connection is gone
+            i = sent
+            answered[i] = loop.create_future()
+
+            def ack(data: Any, i: int = i) -> None:
+                answered[i].set_result(data)
+                free.release()
+
+            try:
+                await client.emit(UPDATE, stream.update(i), callback=ack)
+            except socketio.exceptions.BadNamespaceError:
+                del answered[i]
+                break
+            sent += 1
+        waiting = [f for f in answered.values() if not f.done()]
+        if waiting and not gone.is_set():
+            await asyncio.wait(waiting, timeout=12)
+    finally:
+        await client.disconnect()
+        await client.shutdown()
+    for i, future in answered.items():
+        stream.acks[i] = future.result() if future.done() else None
+    return sent
+
+
+async def test_sigterm_while_clients_keep_sending_drains_promptly_and_answers_them(
+    start_server: Callable[..., ServerProcess], database_url: str
+):
+    # A rate limit clients cannot reach: every update gets to the update handler.
+    server = await asyncio.to_thread(start_server, env={"STREAMSTATS_RATE_LIMIT": "1000000"})
+    streams = [Stream() for _ in range(12)]
+    stop = asyncio.Event()
+    window = 8
+    load = asyncio.gather(*(send_without_pause(server.url, s, window, stop) for s in streams))
+    try:
+        await until_stored(database_url, streams, 10)
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(server.wait, 15)
+        exit_seconds = time.monotonic() - signalled
+    finally:
+        stop.set()
+        await load
+
+    log = server.log()
+    assert code == 0, log
+    assert "drain did not finish" not in log, log
+    assert "drained" in log, log
+    assert exit_seconds < 6, f"exit took {exit_seconds:.1f}s"
+    for stream in streams:
+        refused = stream.refused("unavailable")
+        assert refused, "no update was answered `unavailable` after the signal"
+        # Only what was in flight when the connection closed may be unanswered.
+        unanswered = {i for i, ack in stream.acks.items() if ack is None}
+        assert len(unanswered) <= window, unanswered
+        # Acknowledged means stored; an update stored without an answer must be one in flight.
+        rows = set(await stored(database_url, stream))
+        assert stream.ok() <= rows <= stream.ok() | unanswered
