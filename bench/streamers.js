@@ -34,6 +34,7 @@ const out = {
   ackedInWindow: 0,
   unanswered: 0,
   errors: {},
+  closeCodes: {},
   latencies: [],
   acked: {},
   monitorEvents: 0,
@@ -87,7 +88,8 @@ function beacon(streamId, viewId, seq) {
 function open(token, onEvent) {
   // Resolves once the Socket.IO namespace connect is answered (true) or refused (false).
   return new Promise((resolve) => {
-    const ws = new WebSocket(spec.url, { perMessageDeflate: spec.deflate === true });
+    // Offers permessage-deflate as socket.io-client (and every browser) does: the server decides.
+    const ws = new WebSocket(spec.url, { perMessageDeflate: { threshold: 1024 } });
     let settled = false;
     const settle = (value) => {
       if (!settled) {
@@ -115,7 +117,8 @@ function open(token, onEvent) {
       if (!settled) out.connectFailed += 1;
       settle(null);
     });
-    ws.on("close", () => {
+    ws.on("close", (code) => {
+      if (!stopping) out.closeCodes[code] = (out.closeCodes[code] || 0) + 1;
       if (settled && !stopping) out.closedEarly += 1;
       settle(null);
     });
@@ -224,8 +227,8 @@ async function main() {
   stopping = true;
   for (const s of streamers) if (s.ws) s.ws.terminate();
   for (const ws of monitors) ws.terminate();
-  process.stdout.write(JSON.stringify(out) + "\n");
-  process.exit(0);
+  // Exit once the (large) line is flushed: a pipe is written asynchronously.
+  process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(0));
 }
 
 main().catch((err) => {
