@@ -1,7 +1,8 @@
 """Baseline (a): a python-socketio server that acknowledges every update without storing it.
 
-The ceiling of the framework on this machine: same uvicorn/websocket stack as `streamstats serve`,
-no auth, no validation, no database.
+The ceiling of the framework on this machine: the same uvicorn/websocket stack, event loop and
+collector settings as `streamstats serve` (ingest/transport.py), no auth, no validation, no
+database.
 
     .venv/bin/python bench/noop_server.py --port 8101
 """
@@ -13,6 +14,8 @@ from typing import Any
 
 import socketio
 import uvicorn
+
+from ingest.transport import run, uvicorn_config
 
 sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
 
@@ -44,15 +47,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8101)
     args = parser.parse_args()
-    uvicorn.run(
-        socketio.ASGIApp(sio),
-        host=args.host,
-        port=args.port,
-        loop="asyncio",
-        ws="auto",
-        access_log=False,
-        log_level="warning",
+    config = uvicorn_config(
+        socketio.ASGIApp(sio), host=args.host, port=args.port, log_level="warning"
     )
+    run(uvicorn.Server(config).serve())
 
 
 if __name__ == "__main__":

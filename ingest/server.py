@@ -16,6 +16,7 @@ from typing import Protocol
 
 import uvicorn
 
+from ingest.transport import uvicorn_config
 from streamstats.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -99,14 +100,11 @@ async def serve(settings: Settings) -> None:
     from ingest.app import create_app
 
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app.asgi,
         host=settings.host,
         port=settings.port,
-        loop="asyncio",
-        ws="auto",
         lifespan="on",
-        access_log=False,
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_CLOSE,
     )

@@ -36,8 +36,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from ingest.server import serve
+    from ingest.transport import run
 
-    asyncio.run(serve(settings.model_copy(update=_address(args))))
+    run(serve(settings.model_copy(update=_address(args))))
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
@@ -50,9 +51,10 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> None:
+    from ingest.transport import run as run_server
     from streamstats.run import run
 
-    asyncio.run(run(settings.model_copy(update=_address(args)), simulate=args.simulate))
+    run_server(run(settings.model_copy(update=_address(args)), simulate=args.simulate))
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
