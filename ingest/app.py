@@ -191,6 +191,10 @@ class IngestApp:
         """Emit to one client of this node (not through the Redis manager's queue)."""
         await self.sio.emit(event, data, to=sid, ignore_queue=True)
 
+    async def digest_only(self, sid: str, on: bool) -> None:
+        """Per-sample broadcasts for this client only of the streams it subscribes to (or all)."""
+        await rooms.digest_only(self.sio, sid, on)
+
     @property
     def connections(self) -> Mapping[str, Connection]:
         """This node's authenticated connections by sid."""

@@ -108,6 +108,10 @@ class Host(Protocol):
         """Emit to one client of this node."""
         ...
 
+    async def digest_only(self, sid: str, on: bool) -> None:
+        """Per-sample broadcasts for this client only of the streams it subscribes to (or all)."""
+        ...
+
 
 def install(app: Host) -> Digests:
     """Serve the pages and answer the dashboard's events on this app; digests follow commits."""
@@ -276,6 +280,7 @@ class DashboardEvents:
         principal = _monitor(connection.principal, "stream:stats:digest:subscribe")
         interval = _interval(data)
         await self.digests.subscribe(sid, principal, interval)
+        await self.app.digest_only(sid, True)
         return Reply("stream:stats:digest:subscribed", {"subscribed": True, "interval": interval})
 
     async def digest_unsubscribe(
@@ -283,6 +288,7 @@ class DashboardEvents:
     ) -> Answer:
         _monitor(connection.principal, "stream:stats:digest:unsubscribe")
         was = await self.digests.unsubscribe(sid)
+        await self.app.digest_only(sid, False)
         return Reply("stream:stats:digest:unsubscribed", {"subscribed": False, "was": was})
 
     async def reports(

@@ -6,7 +6,10 @@ Rooms (python-socketio rooms, per node):
   and who are subscribed to it;
 - `monitors:all`: monitors without a `streams` claim; one who unsubscribes from a stream also
   enters `unsubscribed:<streamId>`, and is left out of that stream's broadcasts;
-- `viewer:<streamId>`: viewers who joined the stream (they never receive monitor traffic).
+- `viewer:<streamId>`: viewers who joined the stream (they never receive monitor traffic);
+- `digests`: monitors subscribed to `stream:stats:digest` (ingest/digest.py), which then take
+  per-sample `stream:stats:update` broadcasts only of the streams they subscribe to afterwards
+  (`wanted:<streamId>`, entered by every `stream:stats:subscribe`); alerts reach them as before.
 
 A broadcast is one emit of a list of payloads, each with its `streamId`, to an audience
 (`MONITORS`, or `EVERYONE` = monitors and the stream's streamers). The audience is resolved by
@@ -46,6 +49,13 @@ def unsubscribed_room(stream_id: str) -> str:
     return f"unsubscribed:{stream_id}"
 
 
+DIGESTS = "digests"
+
+
+def wanted_room(stream_id: str) -> str:
+    return f"wanted:{stream_id}"
+
+
 def viewer_room(stream_id: str) -> str:
     return f"viewer:{stream_id}"
 
@@ -65,6 +75,11 @@ async def subscribe(
     sio: socketio.AsyncServer, sid: str, principal: Principal, stream_id: str, on: bool
 ) -> None:
     """(Un)subscribe a monitor to a stream's broadcasts (the token allows the stream)."""
+    # Asked for by name: what a digest subscriber still receives per sample.
+    if on:
+        await sio.enter_room(sid, wanted_room(stream_id))
+    else:
+        await sio.leave_room(sid, wanted_room(stream_id))
     if principal.streams is None:
         if on:
             await sio.leave_room(sid, unsubscribed_room(stream_id))
@@ -93,6 +108,14 @@ async def broadcast(
         await sio.emit(event, payloads, to=EVERYONE if streamers else MONITORS, ignore_queue=local)
 
 
+async def digest_only(sio: socketio.AsyncServer, sid: str, on: bool) -> None:
+    """A digest subscriber leaves per-sample broadcasts, but for the streams it subscribes to."""
+    if on:
+        await sio.enter_room(sid, DIGESTS)
+    else:
+        await sio.leave_room(sid, DIGESTS)
+
+
 class StreamRooms(socketio.AsyncManager):
     """The client manager of one node: resolves audiences and sends without a task per client.
 
@@ -102,9 +125,7 @@ class StreamRooms(socketio.AsyncManager):
 
     def may_reach(self, stream_id: str) -> bool:
         """Whether a monitor could receive the stream's broadcast (skips building it if not)."""
-        return any(
-            True for _ in self.get_participants("/", [monitor_room(stream_id), ALL_MONITORS])
-        )
+        return any(True for _ in self._audience("/", stream_id, streamers=False))
 
     async def emit(
         self,
@@ -145,6 +166,11 @@ class StreamRooms(socketio.AsyncManager):
         excluded = {
             sid for sid, _ in self.get_participants(namespace, unsubscribed_room(stream_id))
         }
+        if not streamers:  # per-sample broadcasts, not alerts
+            wanted = {sid for sid, _ in self.get_participants(namespace, wanted_room(stream_id))}
+            excluded.update(
+                sid for sid, _ in self.get_participants(namespace, DIGESTS) if sid not in wanted
+            )
         for sid, eio_sid in self.get_participants(namespace, rooms):
             if sid not in excluded:
                 yield sid, eio_sid

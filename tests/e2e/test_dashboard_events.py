@@ -454,3 +454,33 @@ async def test_the_guides_overview_example_merges_the_list_and_digests(server):
     assert states[-1][stream]["lastUpdated"] == later["timestamp"]
     (logged,) = script.of("console")
     assert logged[0] == "raw" and logged[1] >= 1 and logged[2] == "points"
+
+
+async def test_a_digest_subscriber_gets_per_sample_broadcasts_only_of_streams_it_asks_for(server):
+    watched, other = str(uuid.uuid4()), str(uuid.uuid4())
+    async with Clients(server) as clients:
+        dashboard = await clients.connect("moderator")
+        plain = await clients.connect("moderator")
+        await dashboard.call("stream:stats:digest:subscribe", {"interval": 250})
+        await dashboard.call("stream:stats:subscribe", {"streamId": watched})
+        streamers = {s: await clients.connect("streamer", [s]) for s in (watched, other)}
+
+        async def send(stream: str, **stats: Any) -> None:
+            update = guide_update(stream, now_iso(), **stats)
+            assert (await streamers[stream].call("stream:stats:update", update))["ok"]
+
+        for k in range(2):
+            await send(watched)
+            await send(other, packetLoss=9.0, bitrate=1000 + k)
+        await plain.wait_for("stream:stats:update", 4)
+        await dashboard.wait_for("stream:alert", 1)
+        await asyncio.sleep(0.6)
+        before = [u["streamId"] for u in dashboard.received["stream:stats:update"]]
+        await dashboard.call("stream:stats:digest:unsubscribe")
+        await send(other)
+        await dashboard.wait_for("stream:stats:update", 3)
+    assert before == [watched, watched], "no per-sample broadcast of a stream not asked for"
+    alerts = dashboard.received["stream:alert"]
+    assert [(a["streamId"], a["type"]) for a in alerts] == [(other, "packet_loss_high")]
+    after = [u["streamId"] for u in dashboard.received["stream:stats:update"]]
+    assert after[2:] == [other], "without digests, every stream's broadcasts again"
