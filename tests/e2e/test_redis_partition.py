@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from ingest.app import PRESENCE_TIMEOUT
+from ingest.events import PRESENCE_TIMEOUT
 from tests.e2e.clients import Clients, guide_update
 from tests.proxy import TcpProxy
 
