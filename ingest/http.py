@@ -17,6 +17,10 @@ logger = logging.getLogger(__name__)
 
 # How long /readyz waits for the database before calling it unreachable.
 PING_TIMEOUT = 2.0
+# A writer commit this recent already shows the database answering: no ping then. Under load
+# a ping waits for a pool connection and for turns of a busy event loop, and its timeout would
+# report a database that just committed a batch as unreachable.
+RECENT_COMMIT = 1.0
 
 
 class Response(NamedTuple):
@@ -50,7 +54,7 @@ async def readiness_problems(app: NodeStatus) -> list[str]:
     problems: list[str] = []
     if app.pool is None:
         problems.append("database: no connection pool (the server is starting or stopping)")
-    else:
+    elif app.writer is None or not app.writer.committed_within(RECENT_COMMIT):
         try:
             async with asyncio.timeout(PING_TIMEOUT):
                 async with app.pool.acquire() as conn:
@@ -59,15 +63,11 @@ async def readiness_problems(app: NodeStatus) -> list[str]:
             problems.append(f"database: unreachable ({type(exc).__name__}: {exc})")
     if app.writer is None:
         problems.append("writer: not started")
-    elif not app.writer.healthy:
-        problems.append(
-            f"writer: not keeping up or database unreachable (depth {app.writer.depth})"
-        )
+    elif (problem := app.writer.problem) is not None:
+        problems.append(f"writer: {problem}")
     beacons = app.beacon_writer
-    if beacons is not None and not beacons.healthy:
-        problems.append(
-            f"beacon writer: not keeping up or database unreachable (depth {beacons.depth})"
-        )
+    if beacons is not None and (problem := beacons.problem) is not None:
+        problems.append(f"beacon writer: {problem}")
     if app.draining:
         problems.append("server: shutting down")
     return problems

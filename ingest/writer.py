@@ -4,11 +4,18 @@ Promise: a row's future resolves only after the transaction holding it committed
 the row was already stored), and fails with `Unavailable` when it could not be committed within
 `write_timeout`. Rows are flushed every `batch_ms` or `batch_rows`, whichever comes first.
 
-The one case no writer can make exact is a connection lost while COMMIT is in flight: the
-transaction may or may not have committed. Such rows are kept and retried (the insert is
-idempotent on `(stream_id, time)`, so a retry after a successful COMMIT reports them as
-duplicates); only if the database stays away past their deadline do they fail, with an
-`Unavailable` whose message says the update may have been stored and that resending is safe.
+A batch is one statement (`write_batch`), prepared when the connection is taken and sent
+without a transaction block: PostgreSQL runs it as its own transaction and commits it before
+it answers, so a flush is one round trip (Bind, Execute, Sync) — one wait for a turn of a busy
+event loop instead of three (BEGIN, the statement, COMMIT). An answer is a definite outcome:
+rows returned means committed, an error means rolled back.
+
+The one case no writer can make exact is an answer that never comes once the statement was
+sent (the connection lost, or the rows' deadline passed while waiting): it may or may not have
+committed. Such rows are kept and retried (the insert is idempotent on `(stream_id, time)`, so
+a retry after a successful commit reports them as duplicates); rows whose deadline passes
+meanwhile fail with an `Unavailable` whose message says the update may have been stored and
+that resending is safe. "Nothing was stored" is said only of rows never sent, or refused.
 
 A statement the database refuses leaves the connection usable (the transaction is rolled back).
 A row it refuses for its values (a data exception or a violated constraint) fails alone with
@@ -43,12 +50,16 @@ logger = logging.getLogger(__name__)
 
 # Backoff between attempts while the database is unreachable.
 BACKOFF_START = 0.05
-BACKOFF_MAX = 1.0
-# "Cannot keep up": rows wait longer than this share of write_timeout, or the queue is this full.
+BACKOFF_MAX = 0.5
+# "Cannot keep up": rows wait longer than this share of write_timeout (counted from when the
+# database was last reachable: a backlog left by an outage is not lag), or the queue is this full.
 LAG_SHARE = 0.5
 FULL_SHARE = 0.9
 # Time a row must have left to be worth an attempt (an attempt normally takes milliseconds).
 MIN_ATTEMPT = 0.25
+# Batch size while the database is not known to be reachable: after an outage the first batch
+# meets a cold database, and its commit is what brings readiness back.
+RECOVERY_ROWS = 100
 # How often waiting rows are checked for expiry at the latest.
 EXPIRE_POLL = 0.25
 # Longest close() waits for each piece of its cleanup once the flush loop is stopped.
@@ -59,8 +70,9 @@ _REFUSED_CLASSES = ("22", "23")
 _CONFLICT_CLASS = "40"
 
 _MAYBE_STORED = (
-    "the database connection was lost while committing: the update may have been stored; "
-    "resending it is safe (a stored update is acknowledged as duplicate)"
+    "the database did not confirm the write (connection lost or too slow while committing): "
+    "the update may have been stored; resending it is safe (a stored update is acknowledged "
+    "as duplicate)"
 )
 _NOT_STORED = "the database is unreachable: nothing was stored, retry later"
 _REFUSED = "the database refused the update ({}): nothing was stored"
@@ -91,14 +103,14 @@ class _Item(NamedTuple):
     submitted: float  # loop time
 
 
-class _CommitUnknown(Exception):
-    """The connection failed while COMMIT was in flight."""
+class _OutcomeUnknown(Exception):
+    """The batch statement was sent, and its answer never came: it may have committed."""
 
 
 # Errors after which a batch is retried (a statement error is retried too unless it refuses rows).
 _RETRYABLE: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
-    _CommitUnknown,
+    _OutcomeUnknown,
     asyncpg.PostgresError,
 )
 
@@ -130,12 +142,20 @@ class BatchWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
+        # The batch statement, prepared on self._conn (None: prepare before the next flush).
+        self._statement: Any = None
+        # The batch whose statement is waiting for its answer (rows expire from it too).
+        self._in_flight: list[_Item] = []
         self._closing = False
         self._closed = False
         self._db_ok = True
+        self._down_reason = "the database is unreachable"
+        # When the database was last found reachable again after an outage (loop time).
+        self._reachable_since = float("-inf")
+        self._last_commit = float("-inf")
         # A deadlock / serialization episode in progress (logged once, health unaffected).
         self._conflicting = False
-        # Rows whose last attempt failed during COMMIT: they may be stored already.
+        # Rows whose last attempt got no answer once sent: they may be stored already.
         self._uncertain: set[tuple[UUID, Any]] = set()
         self._batch_s = settings.batch_ms / 1000
         self._timeout_s = settings.write_timeout.total_seconds()
@@ -158,18 +178,31 @@ class BatchWriter:
         """Rows waiting to be committed (including a batch being retried)."""
         return len(self._queue)
 
+    def committed_within(self, seconds: float) -> bool:
+        """Whether a batch committed in the last `seconds`: the database answers and stores."""
+        return asyncio.get_running_loop().time() - self._last_commit <= seconds
+
     @property
     def healthy(self) -> bool:
         """False while the database is unreachable or rows wait too long / the queue fills."""
+        return self.problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the writer is not healthy (for /readyz), or None."""
         if not self._db_ok:
-            return False
+            return self._down_reason
         if len(self._queue) >= FULL_SHARE * self.settings.queue_rows:
-            return False
+            return f"the write queue is full ({len(self._queue)} of {self.settings.queue_rows})"
         if self._queue:
-            waited = asyncio.get_running_loop().time() - self._queue[0].submitted
+            now = asyncio.get_running_loop().time()
+            waited = now - max(self._queue[0].submitted, self._reachable_since)
             if waited > LAG_SHARE * self._timeout_s:
-                return False
-        return True
+                return (
+                    f"not keeping up: the oldest of {len(self._queue)} queued rows has waited "
+                    f"{waited:.1f} s (limit {LAG_SHARE * self._timeout_s:.1f} s)"
+                )
+        return None
 
     async def start(self) -> None:
         """Start the flush loop."""
@@ -273,7 +306,14 @@ class BatchWriter:
                 # slower than the time the oldest waiting row has left.
                 await self._connect()
             except CONNECTION_ERRORS as exc:
+                await self._drop_connection()
                 self._mark_unreachable(exc)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            except asyncpg.PostgresError as exc:
+                # Reachable, but the statement cannot be prepared (an unmigrated database).
+                self._retry_later([], exc)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
@@ -307,9 +347,10 @@ class BatchWriter:
         loop = asyncio.get_running_loop()
         while True:
             pause = EXPIRE_POLL
-            if self._queue:
-                until = self._queue[0].submitted + self._timeout_s - loop.time()
-                pause = min(pause, max(until, 0.0))
+            for waiting in (self._queue, self._in_flight):
+                if waiting:
+                    until = waiting[0].submitted + self._timeout_s - loop.time()
+                    pause = min(pause, max(until, 0.0))
             await asyncio.sleep(pause)
             self._expire()
 
@@ -335,13 +376,19 @@ class BatchWriter:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     async def _connect(self) -> None:
-        # One connection kept between batches: a pool release costs a reset round trip.
-        if self._conn is None:
-            async with asyncio.timeout(self._timeout_s):
+        """Hold a connection with the batch statement prepared on it (neither commits anything)."""
+        async with asyncio.timeout(self._timeout_s):
+            # One connection kept between batches: a pool release costs a reset round trip.
+            if self._conn is None:
                 self._conn = await self.pool.acquire()
+                self._statement = None
+            if self._statement is None:
+                # Prepared once per connection, so that a flush is a single round trip.
+                self._statement = await self._conn.prepare(self._sql)
 
     def _take(self) -> list[_Item]:
-        count = min(len(self._queue), self.settings.batch_rows)
+        batch_rows = self.settings.batch_rows
+        count = min(len(self._queue), batch_rows if self._db_ok else min(RECOVERY_ROWS, batch_rows))
         return [self._queue.popleft() for _ in range(count)]
 
     async def _store(self, batch: list[_Item]) -> None:
@@ -360,7 +407,7 @@ class BatchWriter:
             await self._store(batch[half:])
 
     async def _flush(self, batch: list[_Item]) -> None:
-        """Write one batch in one transaction and resolve its futures."""
+        """Write one batch in one statement (its own transaction) and resolve its futures."""
         # Rows repeated within the batch: the first is written, the others are duplicates of it.
         first: dict[tuple[UUID, Any], _Item] = {}
         for item in batch:
@@ -370,11 +417,8 @@ class BatchWriter:
         rows = [first[key].row for key in sorted(first)]
         columns = [list(column) for column in zip(*rows, strict=True)]
 
-        # The whole attempt ends by the oldest row's deadline: past it the row is reported
-        # unavailable, so its transaction must not commit afterwards.
-        deadline = batch[0].submitted + self._timeout_s
         started = time.perf_counter()
-        inserted = await self._transaction(columns, deadline, first.keys())
+        inserted = await self._write(batch, columns, first.keys())
         elapsed = time.perf_counter() - started
 
         # asyncpg's UUID hashes and compares like uuid.UUID.
@@ -387,6 +431,7 @@ class BatchWriter:
             committed.append(Committed(item.row, duplicate))
         self._uncertain.difference_update(first)
         self.batches += 1
+        self._last_commit = asyncio.get_running_loop().time()
         self.rows_written += len(stored)
         self.duplicates += len(batch) - len(stored)
         self._conflicting = False
@@ -398,67 +443,53 @@ class BatchWriter:
                 # The rows are committed and answered: a failing hook must not touch them.
                 logger.exception("on_commit failed", extra={"action": "hook_error"})
 
-    async def _transaction(
-        self, columns: list[list[Any]], deadline: float, keys: Iterable[tuple[UUID, Any]]
+    async def _write(
+        self, batch: list[_Item], columns: list[list[Any]], keys: Iterable[tuple[UUID, Any]]
     ) -> list[Any]:
-        loop = asyncio.get_running_loop()
-        transaction = None
-        committing = False
+        """Send the batch statement and wait for its answer: one round trip, one transaction."""
+        # Waiting ends when no row of the batch could be acknowledged any more; meanwhile the
+        # expiry task fails each row at its own deadline, as maybe stored.
+        deadline = batch[-1].submitted + self._timeout_s
+        sent = False
         try:
             async with asyncio.timeout_at(deadline):
-                conn = self._conn
-                if conn is None:
+                conn, statement = self._conn, self._statement
+                # A connection the pool detached after a loss raises here: nothing was sent.
+                if conn is None or statement is None or conn.is_closed():
                     raise ConnectionResetError("no connection")
-                # Inside the try: a connection the pool detached after a loss raises here.
-                transaction = conn.transaction()
-                await transaction.start()
-                inserted: list[Any] = await conn.fetch(self._sql, *columns)
-                if loop.time() >= deadline:
-                    raise TimeoutError
-                committing = True
-                await transaction.commit()
-                committing = False
+                sent = True
+                self._in_flight = batch
+                inserted: list[Any] = await statement.fetch(*columns)
+                return inserted
         except asyncpg.PostgresError as exc:
             if isinstance(exc, CONNECTION_ERRORS):
-                await self._lost(committing, exc, keys)
-                raise
-            # The server refused a statement (or the driver an argument): the connection is
-            # fine. A refused COMMIT has ended the transaction already; otherwise roll back.
-            if not committing and transaction is not None:
-                await self._roll_back(transaction)
+                await self._lost(sent, exc, keys)
+            elif not _refuses_rows(exc):
+                # Refused (rolled back), the connection is fine; the statement is prepared
+                # again in case that is what the server objects to (a changed table).
+                self._statement = None
             raise
         except BaseException as exc:
-            await self._lost(committing, exc, keys)
+            await self._lost(sent, exc, keys)
             raise
-        return inserted
+        finally:
+            self._in_flight = []
 
-    async def _lost(
-        self, committing: bool, exc: BaseException, keys: Iterable[tuple[UUID, Any]]
-    ) -> None:
-        """An attempt ended without an answer: drop the connection; a lost COMMIT is unknown."""
+    async def _lost(self, sent: bool, exc: BaseException, keys: Iterable[tuple[UUID, Any]]) -> None:
+        """An attempt ended without an answer: drop the connection; once sent, it is unknown."""
         # Never reuse a connection in an unknown state; terminating it also makes the
-        # server abort a transaction that was not committed yet.
+        # server abort the statement if it has not committed yet.
         await self._drop_connection()
-        if committing:
-            # The COMMIT may have been applied: these rows may be stored already.
+        if sent:
+            # The statement may have committed: these rows may be stored already.
             self._uncertain.update(keys)
             # Cancellation (close() stopping the loop) stays cancellation.
             if not isinstance(exc, asyncio.CancelledError):
-                raise _CommitUnknown(str(exc) or type(exc).__name__) from exc
-
-    async def _roll_back(self, transaction: Any) -> None:
-        """Roll back after a refused statement; a connection that cannot is dropped instead."""
-        try:
-            async with asyncio.timeout(min(self._timeout_s, STOP_WAIT * 4)):
-                await transaction.rollback()
-        except BaseException as exc:
-            await self._drop_connection()
-            # The statement's own error is the one to handle; cancellation stays cancellation.
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+                raise _OutcomeUnknown(str(exc) or type(exc).__name__) from exc
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
+        self._statement = None
         if conn is None:
             return
         # A lost connection is already detached from its pool proxy: calls on it then raise.
@@ -500,6 +531,7 @@ class BatchWriter:
     def _mark_unreachable(self, exc: BaseException) -> None:
         if self._db_ok:
             self._db_ok = False
+            self._down_reason = f"the database is unreachable ({_describe(exc)})"
             logger.warning(
                 "database unreachable, retrying: %s",
                 str(exc) or type(exc).__name__,
@@ -511,6 +543,7 @@ class BatchWriter:
         # row can be stored, so readiness says so until a batch commits.
         if self._db_ok:
             self._db_ok = False
+            self._down_reason = f"the database refuses writes ({_describe(exc)})"
             logger.warning(
                 "database refuses writes, retrying: %s",
                 _describe(exc),
@@ -530,6 +563,7 @@ class BatchWriter:
     def _mark_reachable(self) -> None:
         if not self._db_ok:
             self._db_ok = True
+            self._reachable_since = asyncio.get_running_loop().time()
             logger.info("database reachable again", extra={"action": "writer_recovered"})
 
     def _requeue(self, batch: list[_Item]) -> None:
@@ -538,14 +572,23 @@ class BatchWriter:
         self._queue.extendleft(reversed([item for item in batch if not item.future.done()]))
 
     def _expire(self, margin: float = 0.0) -> None:
-        """Fail rows that waited write_timeout (less margin); the queue is ordered by deadline."""
-        if not self._queue:
+        """Fail rows that waited write_timeout (less margin); the queue is ordered by deadline.
+
+        Rows of the batch waiting for its answer expire too, as maybe stored: it was sent.
+        """
+        if not self._queue and not self._in_flight:
             return
         now = asyncio.get_running_loop().time()
         limit = now - self._timeout_s + margin
         while self._queue and self._queue[0].submitted <= limit:
             self._fail_waiting(self._queue.popleft())
             self.expired += 1
+        for item in self._in_flight:
+            if item.submitted > limit:
+                break
+            if not item.future.done():
+                self._fail(item, _MAYBE_STORED)
+                self.expired += 1
         # One line a second at most, however many rows expire.
         if self.expired > self._expired_logged and now - self._expired_log_at >= 1:
             logger.warning(

@@ -7,9 +7,11 @@ It runs its own event loop in a thread, so it keeps forwarding while the test bl
 - `hang()`: nothing moves in either direction and new connections get no answer (a partition).
   Connections from a hang are reset when forwarding resumes, as after a real partition that
   outlasted TCP's patience, so nothing written during the hang reaches the server later;
-- `lose_next_commit(then)`: the next `COMMIT` reaches the server, but its connection is reset
-  before the answer gets back, then the proxy switches to mode `then` — the one case where a
-  client cannot know whether its transaction committed.
+- `lose_next_answer(containing, then)`: the next message to the server that contains the bytes
+  `containing` reaches it, but its connection is reset before the answer gets back, then the
+  proxy switches to mode `then` — the one case where a client cannot know whether its
+  transaction committed. `containing` is `b"COMMIT"` for an explicit transaction, or bytes of
+  a parameter (a stream id) for a statement that commits on its own.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ class TcpProxy:
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._hung: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._commit_trap: Mode | None = None
+        self._trap: tuple[bytes, Mode] | None = None
         self._trapped: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self.commits_lost = 0
+        self.answers_lost = 0
 
     @classmethod
     def for_database(cls, database_url: str) -> TcpProxy:
@@ -77,9 +79,9 @@ class TcpProxy:
     def hang(self) -> None:
         self._call(self._set_mode, "hang")
 
-    def lose_next_commit(self, then: Mode = "forward") -> None:
+    def lose_next_answer(self, containing: bytes, then: Mode = "forward") -> None:
         def arm() -> None:
-            self._commit_trap = then
+            self._trap = (containing, then)
 
         self._call(arm)
 
@@ -173,18 +175,19 @@ class TcpProxy:
                     break
                 if link in self._trapped:
                     break
-                trap = self._commit_trap
-                if upstream and trap is not None and b"COMMIT" in data:
-                    self._commit_trap = None
+                trap = self._trap
+                if upstream and trap is not None and trap[0] in data:
+                    self._trap = None
+                    then = trap[1]
                     self._trapped.add(link)  # the answer must not get back
-                    self.commits_lost += 1
-                    self.mode = trap  # new connections already meet what follows
+                    self.answers_lost += 1
+                    self.mode = then  # new connections already meet what follows
                     writer.write(data)
                     await writer.drain()
                     await asyncio.sleep(0.3)  # the server commits meanwhile
                     self._trapped.discard(link)
                     self._reset(link)
-                    self._set_mode(trap)
+                    self._set_mode(then)
                     break
                 writer.write(data)
                 await writer.drain()

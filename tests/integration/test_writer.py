@@ -238,10 +238,11 @@ async def test_a_commit_whose_answer_is_lost_is_retried_and_found_stored(
         settings = make_settings(database_url=proxy.url(database_url), write_timeout="5s")
         async with running_writer(settings) as writer:
             assert await writer.submit(row(stream, 0)) is False
-            proxy.lose_next_commit(then="forward")
+            # The batch statement carries the stream id (binary) in its parameters.
+            proxy.lose_next_answer(stream.bytes, then="forward")
             results = await asyncio.gather(*(writer.submit(row(stream, i)) for i in range(1, 11)))
-        assert proxy.commits_lost == 1
-    # The lost COMMIT had committed: the retry finds every row already stored, once.
+        assert proxy.answers_lost == 1
+    # The lost answer was a commit: the retry finds every row already stored, once.
     assert results == [True] * 10
     assert await stored(conn, stream) == [float(i) for i in range(11)]
 
@@ -254,12 +255,12 @@ async def test_rows_of_a_commit_with_unknown_outcome_fail_saying_they_may_be_sto
         settings = make_settings(database_url=proxy.url(database_url), write_timeout="1s")
         async with running_writer(settings) as writer:
             assert await writer.submit(row(stream, 0)) is False
-            proxy.lose_next_commit(then="cut")
+            proxy.lose_next_answer(stream.bytes, then="cut")
             results = await asyncio.gather(
                 *(writer.submit(row(stream, i)) for i in range(1, 11)), return_exceptions=True
             )
             proxy.forward()
-        assert proxy.commits_lost == 1
+        assert proxy.answers_lost == 1
     assert all(isinstance(r, Unavailable) for r in results), results
     assert all("may have been stored" in str(r) for r in results), results
     # They were: a client resending them is told `duplicate`, nothing is stored twice.
