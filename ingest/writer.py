@@ -4,10 +4,11 @@ Promise: a row's future resolves only after the transaction holding it committed
 the row was already stored), and fails with `Unavailable` when it could not be committed within
 `write_timeout`. Rows are flushed every `batch_ms` or `batch_rows`, whichever comes first.
 
-A batch is one statement (`write_batch`), prepared when the connection is taken and sent
-without a transaction block: PostgreSQL runs it as its own transaction and commits it before
-it answers, so a flush is one round trip (Bind, Execute, Sync) — one wait for a turn of a busy
-event loop instead of three (BEGIN, the statement, COMMIT). An answer is a definite outcome:
+A batch is one statement (the target's query, e.g. `write_batch`), prepared when the
+connection is taken and sent without a transaction block: PostgreSQL runs it as its own
+transaction and commits it before it answers, so a flush is one round trip (Bind, Execute,
+Sync) — one wait for a turn of a busy event loop instead of three (BEGIN, the statement,
+COMMIT). An answer is a definite outcome:
 rows returned means committed, an error means rolled back.
 
 The one case no writer can make exact is an answer that never comes once the statement was
@@ -82,9 +83,10 @@ _REFUSED = "the database refused the update ({}): nothing was stored"
 class Target:
     """What a writer stores: the rows of one table, idempotently on their key.
 
-    `query` inserts a batch given one array per column (in the row's field order) and returns the
-    keys of the rows it stored, as `key` makes them from a row; `probe` says whether the writer
-    can store rows at all (reachable, writable, migrated).
+    `query` is one statement (it runs as its own transaction) inserting a batch given one array
+    per column (in the row's field order) and returning the keys of the rows it stored, as `key`
+    makes them from a row; `probe` says whether the writer can store rows at all (reachable,
+    writable, migrated).
     """
 
     query: str
