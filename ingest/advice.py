@@ -269,6 +269,22 @@ def advice_payload(stream_id: UUID, advice_id: int, advice: Advice) -> dict[str,
     }
 
 
+def stored_advice(stream_id: str, record: asyncpg.Record) -> dict[str, Any]:
+    """A `stream_advice` row as the `stream:quality:advice` event, with `appliedAt`."""
+    applied = record["applied_at"]
+    return {
+        "streamId": stream_id,
+        "adviceId": record["id"],
+        "action": record["action"],
+        "target": record["target"],
+        "reasons": list(record["reasons"]),
+        "severity": record["severity"],
+        "issuedAt": isoformat(record["issued_at"]),
+        "basis": record["basis"],
+        "appliedAt": None if applied is None else isoformat(applied),
+    }
+
+
 def _sample(row: StatsRow) -> Sample:
     return Sample(
         time=row.time,

@@ -30,6 +30,7 @@ from uuid import UUID
 import asyncpg
 
 from analytics.alerts import alert_payload
+from ingest.advice import stored_advice
 from ingest.auth import Action, Principal
 from ingest.digest import (
     DEFAULT_INTERVAL_MS,
@@ -207,6 +208,7 @@ class DashboardEvents:
             bucket, rows = await read_history(conn, stream, span)
             alerts = await conn.fetch(queries["dashboard_alerts_between"], stream, *span_args(span))
             drops = await conn.fetch(queries["dashboard_drops_between"], stream, *span_args(span))
+            advice = await conn.fetch(queries["dashboard_advice_between"], stream, *span_args(span))
         body = {
             "streamId": stream_id,
             "from": isoformat(span.start),
@@ -215,6 +217,7 @@ class DashboardEvents:
             "rows": rows,
             "alerts": [_episode(r) for r in alerts],
             "drops": [_drop(r) for r in drops],
+            "advice": [stored_advice(stream_id, r) for r in advice],
         }
         return Reply("stream:stats:history", body)
 

@@ -50,6 +50,14 @@ FROM bitrate_drops
 WHERE stream_id = $1 AND started_at <= $3 AND (ended_at IS NULL OR ended_at >= $2)
 ORDER BY started_at
 
+-- dashboard_advice_between --
+-- Quality advice given to one stream in [from, to], oldest first (at most 200).
+SELECT id, issued_at, action, target, reasons, severity, basis, applied_at
+FROM stream_advice
+WHERE stream_id = $1 AND issued_at >= $2 AND issued_at <= $3
+ORDER BY issued_at, id
+LIMIT 200
+
 -- dashboard_live --
 -- The latest row of every stream that reported since $1 ($2: only these streams, NULL = all).
 SELECT stream_id, time, bitrate_kbps, fps, width, height, audio_level_db, packet_loss_pct,

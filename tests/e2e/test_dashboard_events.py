@@ -173,6 +173,34 @@ async def test_history_carries_the_alert_and_drop_episodes_of_the_range(server, 
     assert (drop["baselineKbps"], drop["observedKbps"], drop["dropPct"]) == (3000, 900, 70)
 
 
+async def test_history_carries_the_quality_advice_of_the_range(server, conn):
+    stream = uuid.uuid4()
+    now = datetime.now(UTC)
+    for minutes, action, applied in ((90, "lower", None), (40, "lower", True), (5, "raise", None)):
+        await conn.execute(
+            "INSERT INTO stream_advice (stream_id, issued_at, action, target, reasons, severity,"
+            ' basis, applied_at) VALUES ($1, $2, $3, \'{"bitrate": 1200, "height": 540}\','
+            " $4, 'warning', '{\"window\": 15}', $5)",
+            stream,
+            now - timedelta(minutes=minutes),
+            action,
+            ["packet_loss"] if action == "lower" else ["recovered"],
+            now - timedelta(minutes=minutes - 1) if applied else None,
+        )
+    async with Clients(server) as clients:
+        monitor = await clients.connect("moderator")
+        answer = await monitor.call(
+            "stream:stats:history",
+            {"streamId": str(stream), "from": iso(now - timedelta(hours=1)), "to": iso(now)},
+        )
+    assert [(a["action"], a["reasons"], a["appliedAt"] is None) for a in answer["advice"]] == [
+        ("lower", ["packet_loss"], False),
+        ("raise", ["recovered"], True),
+    ]
+    assert answer["advice"][0]["target"] == {"bitrate": 1200, "height": 540}
+    assert answer["advice"][0]["streamId"] == str(stream)
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [

@@ -44,6 +44,7 @@ export class Live extends EventTarget {
     socket.on('stream:stats:digest', (digest) => this._digest(digest));
     socket.on('stream:alert', (alert) => this._alert(alert));
     socket.on('stream:stats:update', (update) => this._emit('sample', update));
+    socket.on('stream:quality:advice', (advice) => this._emit('advice', advice));
     this._prune = setInterval(() => this._dropSilent(), 5000);
   }
 

@@ -32,6 +32,7 @@ const STEP_SECONDS = { raw: 5, '1m': 60, '1h': 3600, '1d': 86400 };
 export const panels = [
   { id: 'alerts', title: 'Alerts in this window', render: (page) => alertsPanel(page) },
   { id: 'drops', title: 'Bitrate drops in this window', render: (page) => dropsPanel(page) },
+  { id: 'advice', title: 'Quality advice in this window', render: (page) => advicePanel(page) },
   { id: 'reports', title: 'Daily reports', render: (page) => reportsPanel(page) },
 ];
 
@@ -44,6 +45,7 @@ export class StreamPage {
     this.bucket = 'raw';
     this.alerts = [];
     this.drops = [];
+    this.advice = [];
     this.reports = null;
     this.current = null;
     this.charts = [];
@@ -125,6 +127,8 @@ export class StreamPage {
     this.onSample = (e) => this.sample(e.detail);
     this.onStreams = () => this.renderHead();
     this.onFeed = (e) => this.alert(e.detail);
+    this.onAdvice = (e) => this.advised(e.detail);
+    this.live.addEventListener('advice', this.onAdvice);
     this.live.addEventListener('sample', this.onSample);
     this.live.addEventListener('streams', this.onStreams);
     this.live.addEventListener('tick', this.onStreams);
@@ -140,6 +144,7 @@ export class StreamPage {
 
   unmount() {
     clearInterval(this.slide);
+    this.live.removeEventListener('advice', this.onAdvice);
     this.live.removeEventListener('sample', this.onSample);
     this.live.removeEventListener('streams', this.onStreams);
     this.live.removeEventListener('tick', this.onStreams);
@@ -177,6 +182,7 @@ export class StreamPage {
       }
       this.alerts = history.alerts;
       this.drops = history.drops;
+      this.advice = history.advice || [];
       if (!this.current || (current.stats && current.stats.lastUpdated > this.current.lastUpdated)) {
         this.current = current.stats
           ? { stats: current.stats, quality: current.quality, lastUpdated: current.stats.lastUpdated }
@@ -241,6 +247,13 @@ export class StreamPage {
     } else if (last < 0 || start > s.t[last]) {
       push(s, start, point, point);
     }
+  }
+
+  advised(advice) {
+    if (!advice || advice.streamId !== this.streamId) return;
+    if (this.advice.some((a) => a.adviceId === advice.adviceId)) return;
+    this.advice.push(advice);
+    this.renderPanels();
   }
 
   alert(alert) {
@@ -427,6 +440,28 @@ function dropsPanel(page) {
       d.dropPct === undefined ? '–' : `${num(d.dropPct)} %`,
       clock(d.startedAt),
       d.endedAt ? clock(d.endedAt) : el('strong', { class: 'open' }, 'open'),
+    ]),
+  );
+}
+
+const ADVICE_REASONS = {
+  packet_loss: 'packet loss',
+  latency: 'latency building up',
+  headroom: 'too close to the upload',
+  encoder_overload: 'encoder overloaded',
+  recovered: 'recovered',
+};
+
+function advicePanel(page) {
+  if (!page.advice.length) return el('p', { class: 'muted' }, 'No quality advice in this window.');
+  return episodeTable(
+    ['Advice', 'Target', 'Why', 'Issued', 'Applied'],
+    [...page.advice].reverse().map((a) => [
+      el('span', { class: `badge ${a.action === 'lower' ? 'alert' : 'cleared'}` }, a.action === 'lower' ? `Lower (${a.severity})` : 'Raise'),
+      [bitrate(a.target.bitrate), a.target.height ? ` · ${a.target.height}p` : '', a.target.fps ? ` · ${num(a.target.fps)} fps` : ''].join(''),
+      a.reasons.map((r) => ADVICE_REASONS[r] || r).join(', '),
+      clock(a.issuedAt),
+      a.appliedAt ? clock(a.appliedAt) : el('span', { class: 'muted' }, 'not reported'),
     ]),
   );
 }
