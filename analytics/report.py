@@ -21,6 +21,7 @@ import io
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -53,6 +54,8 @@ FIELDS = (
     "alerts_fps_low",
     "drop_episodes",
     "drop_seconds",
+    "advice_lower",
+    "advice_raise",
 )
 BUCKET_SECONDS = 60
 # The quality chart and the index's sparklines use coarser steps, so bands stay readable.
@@ -77,6 +80,21 @@ MINUTE_COLUMNS = (
 DROP_SHADE_NOTE = "Shaded: bitrate drops."
 
 Minutes = Mapping[str, np.ndarray]
+Rows = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class StreamDay:
+    """What a stream's day page is made of: its day rollup row, its minutes (column arrays) and
+    the episodes of the day (`stream_alerts`, `bitrate_drops`, `stream_advice` rows)."""
+
+    stream_id: Any
+    day: date
+    daily: Mapping[str, Any]
+    minutes: Minutes
+    alerts: Rows = ()
+    drops: Rows = ()
+    advice: Rows = ()
 
 
 MINUTES_WIDTH = 2 + len(MINUTE_COLUMNS)
@@ -159,22 +177,17 @@ def trend(minutes: Minutes, day: date) -> dict[str, list[float | None]]:
         }
 
 
-def summarize(
-    stream_id: Any,
-    day: date,
-    daily: Mapping[str, Any],
-    minutes: Minutes,
-    alerts: Sequence[Mapping[str, Any]],
-    drops: Sequence[Mapping[str, Any]],
-) -> dict[str, Any]:
+def summarize(d: StreamDay) -> dict[str, Any]:
     """The day's summary for one stream (FIELDS, plus `trend`), JSON-ready."""
+    daily, minutes = d.daily, d.minutes
+    actions = [a["action"] for a in d.advice]
     rated = sum(int(daily[f"{q}_samples"] or 0) for q in QUALITY_BANDS)
     live = minutes["samples"] > 0
     weights = minutes["samples"][live]
-    alert_types = [a["type"] for a in alerts]
+    alert_types = [a["type"] for a in d.alerts]
     return {
-        "stream_id": str(stream_id),
-        "day": day.isoformat(),
+        "stream_id": str(d.stream_id),
+        "day": d.day.isoformat(),
         "time_live_s": BUCKET_SECONDS * int(live.sum()),
         "samples": int(daily["samples"]),
         "bitrate_kbps_avg": _number(daily["bitrate_kbps_avg"]),
@@ -192,9 +205,11 @@ def summarize(
         "poor_share": int(daily["poor_samples"]) / rated if rated else None,
         "alerts_packet_loss_high": alert_types.count("packet_loss_high"),
         "alerts_fps_low": alert_types.count("fps_low"),
-        "drop_episodes": len(drops),
-        "drop_seconds": overlap_seconds(drops, day),
-        "trend": trend(minutes, day),
+        "drop_episodes": len(d.drops),
+        "drop_seconds": overlap_seconds(d.drops, d.day),
+        "advice_lower": actions.count("lower"),
+        "advice_raise": actions.count("raise"),
+        "trend": trend(minutes, d.day),
     }
 
 
@@ -256,11 +271,21 @@ def _quality_steps(minutes: Minutes) -> dict[str, np.ndarray]:
         }
 
 
-def charts(
-    minutes: Minutes, drops: Sequence[Mapping[str, Any]], day: date
-) -> dict[str, dict[str, Any]]:
-    """The three chart specs: bitrate and fps, loss and latency, quality; drops shaded."""
-    m = _with_gaps(minutes, BUCKET_SECONDS)
+def advised_bitrate(minutes: Minutes, advice: Rows) -> np.ndarray:
+    """Per minute, the target bitrate of the latest advice issued by its end (NaN before any)."""
+    if not advice:
+        return np.full(len(minutes["t"]), np.nan)
+    issued = np.array([a["issued_at"].timestamp() for a in advice])
+    targets = np.array([float(a["target"]["bitrate"]) for a in advice] + [np.nan])
+    latest = np.searchsorted(issued, minutes["t"] + BUCKET_SECONDS, side="left") - 1
+    return targets[np.where(latest >= 0, latest, len(advice))]
+
+
+def charts(d: StreamDay) -> dict[str, dict[str, Any]]:
+    """The three chart specs: bitrate and fps (and the advised bitrate, if any advice), loss and
+    latency, quality; drops shaded."""
+    minutes, drops, day = d.minutes, d.drops, d.day
+    m = _with_gaps(dict(minutes) | {"advised": advised_bitrate(minutes, d.advice)}, BUCKET_SECONDS)
     shade = [
         [_epoch(max(d["started_at"], day_bounds(day)[0])), _epoch(_episode_end(d, "ended_at", day))]
         for d in drops
@@ -277,6 +302,8 @@ def charts(
                          scale="kbps", width=0.6),
             pages.series("fps avg", m["fps_avg"], unit="fps", color="#8e24aa", scale="fps",
                          digits=2, width=1.2),
+            *([pages.series("advised bitrate", m["advised"], unit="kbps", color="#e65100",
+                            scale="kbps", digits=0, width=1.6, dash=[6, 4])] if d.advice else []),
         ],
         [pages.axis("kbps", "bitrate (kbps)"), pages.axis("fps", "frames/s", side="right")],
         bands=[[2, 3, "rgba(144, 202, 249, 0.35)"]],
@@ -338,6 +365,8 @@ LABELS = {
     "alerts_fps_low": "Low-fps alerts",
     "drop_episodes": "Bitrate drops",
     "drop_seconds": "Time in drops",
+    "advice_lower": "Advice to lower",
+    "advice_raise": "Advice to raise",
 }
 APPROXIMATION_NOTE = (
     "* from 1-minute rollups: p5 of the per-minute bitrate medians, median of the per-minute "
@@ -383,6 +412,8 @@ def _glance(summary: Mapping[str, Any]) -> Section:
         ("Bitrate drops", str(summary["drop_episodes"]),
          pages.fmt_duration(summary["drop_seconds"]) if summary["drop_episodes"] else ""),
         ("Alerts", str(summary["alerts_packet_loss_high"] + summary["alerts_fps_low"]), ""),
+        ("Quality advice", f"{summary['advice_lower']} ↓ {summary['advice_raise']} ↑",
+         "lower / raise"),
     ]  # fmt: skip
     quality = (
         f"<div class=card><div class=label>Quality</div><div class=value>"
@@ -447,18 +478,54 @@ def _episodes(
     ]
 
 
+REASONS = {
+    "packet_loss": "packet loss",
+    "latency": "latency building up",
+    "headroom": "too close to the upload bandwidth",
+    "encoder_overload": "frame rate falling (encoder or CPU overload)",
+    "recovered": "link recovered",
+}
+
+
+def _target(target: Mapping[str, Any]) -> str:
+    parts = [f"{float(target['bitrate']):,.0f} kbps"]
+    if target.get("width") and target.get("height"):
+        parts.append(f"{target['width']}×{target['height']}")
+    if target.get("fps"):
+        parts.append(f"{float(target['fps']):g} fps")
+    return " · ".join(parts)
+
+
+def _advice(advice: Rows) -> Section:
+    rows = [
+        (
+            _clock(a["issued_at"]),
+            f'<span class="band {"poor" if a["action"] == "lower" else "good"}">'
+            f"{'lower ↓' if a['action'] == 'lower' else 'raise ↑'}</span>",
+            html.escape(_target(a["target"])),
+            html.escape(", ".join(REASONS.get(r, r) for r in a["reasons"])),
+            html.escape(a["severity"]),
+        )
+        for a in advice
+    ]
+    note = (
+        "<p class=note>What the server advised the streamer to send at (the dashed orange line "
+        "on the bitrate chart); see docs/protocol.md, “Quality advice”.</p>"
+    )
+    table = pages.table(("Issued (UTC)", "Action", "Target", "Reasons", "Severity"), rows)
+    return Section("advice", "Quality advice", (note if rows else "") + table)
+
+
 def stream_page(
     summary: Mapping[str, Any],
     specs: Mapping[str, Mapping[str, Any]],
     time_range: Mapping[str, Sequence[float]],
-    alerts: Sequence[Mapping[str, Any]],
-    drops: Sequence[Mapping[str, Any]],
+    d: StreamDay,
     *,
     dashboard_url: str,
-    extra: Sequence[Section] = (),
 ) -> str:
-    """`<streamId>.html`: key figures, the interactive charts, every figure, the episodes, then
-    the `extra` sections (viewer experience, quality advice…)."""
+    """`<streamId>.html`: key figures, the interactive charts, every figure, then the day's
+    drops, alerts and quality advice. A new part of the page is one more `Section` here."""
     stream, day = summary["stream_id"], summary["day"]
     week = week_name(date.fromisoformat(day))
     nav = (
@@ -472,8 +539,8 @@ def stream_page(
         _glance(summary),
         _charts_section(specs),
         _figures(summary),
-        *_episodes(alerts, drops),
-        *extra,
+        *_episodes(d.alerts, d.drops),
+        _advice(d.advice),
     ]
     return pages.page(
         f"Stream {stream} — {day}",
@@ -485,27 +552,12 @@ def stream_page(
     )
 
 
-def render_stream(
-    stream_id: Any,
-    day: date,
-    daily: Mapping[str, Any],
-    minutes: Minutes,
-    alerts: Sequence[Mapping[str, Any]],
-    drops: Sequence[Mapping[str, Any]],
-    *,
-    dashboard_url: str,
-) -> tuple[dict[str, Any], str]:
+def render_stream(d: StreamDay, *, dashboard_url: str) -> tuple[dict[str, Any], str]:
     """A stream's summary and page."""
-    summary = summarize(stream_id, day, daily, minutes, alerts, drops)
-    time_range = {"live": live_range(minutes, day), "all": [_epoch(b) for b in day_bounds(day)]}
-    page = stream_page(
-        summary,
-        charts(minutes, drops, day),
-        time_range,
-        alerts,
-        drops,
-        dashboard_url=dashboard_url,
-    )
+    summary = summarize(d)
+    time_range = {"live": live_range(d.minutes, d.day)}
+    time_range["all"] = [_epoch(b) for b in day_bounds(d.day)]
+    page = stream_page(summary, charts(d), time_range, d, dashboard_url=dashboard_url)
     return summary, page
 
 

@@ -116,6 +116,7 @@ async def write_day(
         days = await conn.fetch(queries["report_days"], start, streams)
         alerts = _by_stream(await conn.fetch(queries["report_alerts"], start, end))
         drops = _by_stream(await conn.fetch(queries["report_drops"], start, end))
+        advice = _by_stream(await conn.fetch(queries["report_advice"], start, end))
         summaries: list[dict[str, Any]] = []
         # Pages are built in a thread, off the event loop, while the next streams are read (a
         # page costs a few milliseconds: worker processes would cost more to feed than they save).
@@ -136,15 +137,17 @@ async def write_day(
             )
             for daily, minutes in zip(batch, report.split_minutes(matrix, len(ids)), strict=True):
                 stream_id = daily["stream_id"]
-                page = asyncio.to_thread(
-                    report.render_stream,
+                stream_day = report.StreamDay(
                     stream_id,
                     day,
                     dict(daily),
                     minutes,
                     alerts.get(stream_id, []),
                     drops.get(stream_id, []),
-                    dashboard_url=settings.dashboard_url,
+                    advice.get(stream_id, []),
+                )
+                page = asyncio.to_thread(
+                    report.render_stream, stream_day, dashboard_url=settings.dashboard_url
                 )
                 in_flight.append(asyncio.ensure_future(page))
                 if len(in_flight) >= IN_FLIGHT:

@@ -87,3 +87,10 @@ LEFT JOIN alerts al ON al.stream_id = d.stream_id
 WHERE d.bucket >= $1::timestamptz AND d.bucket < $1::timestamptz + interval '14 days'
 GROUP BY d.stream_id
 ORDER BY d.stream_id
+
+-- report_advice --
+-- Quality advice issued in [start, end), of every stream.
+SELECT stream_id, issued_at, action, target, reasons, severity
+FROM stream_advice
+WHERE issued_at >= $1 AND issued_at < $2
+ORDER BY stream_id, issued_at

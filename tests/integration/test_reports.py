@@ -114,6 +114,20 @@ async def seeded(conn, pool, make_settings):
         START + timedelta(hours=7, minutes=57),
         START + timedelta(hours=8, minutes=20),
     )
+    await conn.executemany(
+        "INSERT INTO stream_advice (stream_id, issued_at, action, target, reasons, severity, "
+        "basis) VALUES ($1, $2, $3, $4::text::jsonb, $5, $6, '{}')",
+        [(s, at, action, json.dumps(target), reasons, severity)
+         for s, at, action, target, reasons, severity in [
+            (congested, START + timedelta(hours=8), "lower",
+             {"bitrate": 1200, "width": 1280, "height": 720, "fps": 24},
+             ["packet_loss", "latency"], "critical"),
+            (congested, START + timedelta(hours=8, minutes=40), "raise",
+             {"bitrate": 1500, "width": 1280, "height": 720, "fps": 24}, ["recovered"], "info"),
+            (congested, START - timedelta(minutes=1), "lower",
+             {"bitrate": 900, "width": None, "height": None, "fps": None}, ["headroom"], "warning"),
+        ]],
+    )  # fmt: skip
     # Materialize the rollups the way the jobs runner does, so reports read them.
     await rollups.run(JobContext(make_settings(), pool, START + timedelta(days=1, hours=2)))
     return steady, congested, short
@@ -141,6 +155,18 @@ async def test_report_numbers_equal_sql_on_the_raw_rows(
     assert rows[congested]["drop_episodes"] == 1
     assert rows[congested]["drop_seconds"] == 23 * 60
     assert rows[steady]["drop_episodes"] == 0 and rows[steady]["alerts_fps_low"] == 0
+    advice = await conn.fetch(
+        "SELECT stream_id, action, count(*) FROM stream_advice WHERE issued_at >= $1 "
+        "AND issued_at < $1 + interval '1 day' GROUP BY 1, 2",
+        START,
+    )
+    for stream in seeded:
+        counts = {r["action"]: r["count"] for r in advice if r["stream_id"] == stream}
+        assert rows[stream]["advice_lower"] == counts.get("lower", 0)
+        assert rows[stream]["advice_raise"] == counts.get("raise", 0)
+    page = (settings.reports_dir / DAY.isoformat() / f"{congested}.html").read_text()
+    assert "1,200 kbps · 1280×720 · 24 fps" in page and "packet loss, latency building up" in page
+    assert "900 kbps" not in page  # the advice of the day before
 
 
 async def test_report_files_worst_first_and_a_rerun_replaces_them(
@@ -282,6 +308,10 @@ async def test_a_stream_page_draws_its_charts_on_the_live_hours_and_zooms(
     assert page["opened"] == [[six, six + 3 * 3600]] * 3
     assert short_page["opened"] == [[six, six + 3600]] * 3
     assert page["visible"] == "06:00 – 09:00 UTC"
+    # The congested stream's advice adds the advised bitrate to its first chart.
+    assert [len(s) for s in page["series"]] == [6, 5, 4]
+    assert page["series"][0][-1] == "advised bitrate"
+    assert [len(s) for s in short_page["series"]] == [5, 5, 4]
     # Dragging across the middle third of a chart zooms every chart to that part.
     (low, high), *others = page["dragged"]
     assert six + 3600 - 300 < low < six + 3600 + 300 and six + 7200 - 300 < high < six + 7200 + 300

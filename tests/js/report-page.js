@@ -32,10 +32,12 @@ async function inspect(page, url, shot) {
   const result = await page.evaluate(() => {
     const report = window.streamReport;
     const ranges = report ? report.charts.map((u) => [u.scales.x.min, u.scales.x.max]) : [];
+    const series = report ? report.charts.map((u) => u.series.map((s) => s.label)) : [];
     return {
       title: document.title,
       slots: document.querySelectorAll('[data-chart]').length,
       opened: ranges,
+      series,
       range: report ? report.range : null,
       links: [...document.querySelectorAll('a')].map((a) => a.getAttribute('href')),
       visible: document.getElementById('visible-range') ? document.getElementById('visible-range').textContent : null,
