@@ -33,6 +33,7 @@ export const panels = [
   { id: 'alerts', title: 'Alerts in this window', render: (page) => alertsPanel(page) },
   { id: 'drops', title: 'Bitrate drops in this window', render: (page) => dropsPanel(page) },
   { id: 'advice', title: 'Quality advice in this window', render: (page) => advicePanel(page) },
+  { id: 'viewers', title: 'Viewer experience (last 5 minutes)', render: (page) => experiencePanel(page) },
   { id: 'reports', title: 'Daily reports', render: (page) => reportsPanel(page) },
 ];
 
@@ -46,6 +47,7 @@ export class StreamPage {
     this.alerts = [];
     this.drops = [];
     this.advice = [];
+    this.experience = null;
     this.reports = null;
     this.current = null;
     this.charts = [];
@@ -136,6 +138,8 @@ export class StreamPage {
     this.onStatus = () => this.live.status === 'live' && this.load();
     this.live.addEventListener('status', this.onStatus);
     this.slide = setInterval(() => this.draw(), 5000);
+    // Viewer experience is a trailing 5-minute figure: asked for again every 15 s.
+    this.experienceTimer = setInterval(() => this.loadExperience(), 15000);
     this.renderHead();
     this.renderPanels();
     this.load();
@@ -144,6 +148,7 @@ export class StreamPage {
 
   unmount() {
     clearInterval(this.slide);
+    clearInterval(this.experienceTimer);
     this.live.removeEventListener('advice', this.onAdvice);
     this.live.removeEventListener('sample', this.onSample);
     this.live.removeEventListener('streams', this.onStreams);
@@ -189,6 +194,7 @@ export class StreamPage {
           : null;
       }
       this.viewers = current.viewerCount;
+      this.experience = current.viewerExperience || null;
       const points = history.rows.length;
       const unit = history.bucket === 'raw' ? 'samples' : `${history.bucket} buckets`;
       this.note.textContent = `${num(points)} ${unit} from history · live updates appended`;
@@ -199,6 +205,16 @@ export class StreamPage {
       this.renderPanels();
     } catch (error) {
       if (ticket === this.loading) this.note.textContent = `Could not load history: ${error.message}`;
+    }
+  }
+
+  async loadExperience() {
+    try {
+      const current = await this.live.call('stream:stats:get', { streamId: this.streamId });
+      this.experience = current.viewerExperience || null;
+      this.renderPanels();
+    } catch (error) {
+      // Kept as it was: the next refresh or reconnect tries again.
     }
   }
 
@@ -463,6 +479,25 @@ function advicePanel(page) {
       clock(a.issuedAt),
       a.appliedAt ? clock(a.appliedAt) : el('span', { class: 'muted' }, 'not reported'),
     ]),
+  );
+}
+
+function experiencePanel(page) {
+  const x = page.experience;
+  if (!x) return el('p', { class: 'muted' }, 'Loading…');
+  if (!x.views) return el('p', { class: 'muted' }, 'No viewer reported playback in the last 5 minutes.');
+  const pct = (v) => (v === null || v === undefined ? '–' : `${num(v, 1)} %`);
+  const ms = (v) => (v === null || v === undefined ? '–' : v >= 1000 ? `${num(v / 1000, 2)} s` : `${num(v)} ms`);
+  return episodeTable(
+    ['Score', 'Views', 'Rebuffering', 'Startup p50 / p95', 'Switches per view', 'Failed'],
+    [[
+      el('strong', { class: 'score', 'data-score': String(x.score ?? '') }, x.score === null ? '–' : `${num(x.score)} / 100`),
+      num(x.views),
+      pct(x.rebufferPct),
+      `${ms(x.startupP50Ms)} / ${ms(x.startupP95Ms)}`,
+      x.switchesPerView === null ? '–' : num(x.switchesPerView, 2),
+      pct(x.failurePct),
+    ]],
   );
 }
 
