@@ -56,6 +56,23 @@ FIELDS = (
     "drop_seconds",
     "advice_lower",
     "advice_raise",
+    "viewer_views",
+    "viewer_score",
+    "viewer_rebuffer_pct",
+    "viewer_startup_ms_p50",
+    "viewer_failure_pct",
+)
+# The day's `viewer_experience_1d` columns a report shows: (column, label, unit, digits).
+VIEWER_COLUMNS = (
+    ("score", "Viewer score", "/ 100", 1),
+    ("views", "Views", "views", 0),
+    ("rebuffer_pct", "Rebuffering", "%", 2),
+    ("stalls_per_minute", "Stalls per minute watched", "per min", 2),
+    ("startup_ms_p50", "Startup p50", "ms", 0),
+    ("startup_ms_p95", "Startup p95", "ms", 0),
+    ("switches_per_view", "Rendition switches per view", "per view", 2),
+    ("failure_pct", "Failed views", "%", 1),
+    ("exit_before_start_pct", "Left before video start", "%", 1),
 )
 BUCKET_SECONDS = 60
 # The quality chart and the index's sparklines use coarser steps, so bands stay readable.
@@ -86,7 +103,8 @@ Rows = Sequence[Mapping[str, Any]]
 @dataclass(frozen=True)
 class StreamDay:
     """What a stream's day page is made of: its day rollup row, its minutes (column arrays) and
-    the episodes of the day (`stream_alerts`, `bitrate_drops`, `stream_advice` rows)."""
+    the episodes of the day (`stream_alerts`, `bitrate_drops`, `stream_advice` rows) and its
+    viewer experience (the `viewer_experience_1d` row, None when no viewer reported)."""
 
     stream_id: Any
     day: date
@@ -95,6 +113,7 @@ class StreamDay:
     alerts: Rows = ()
     drops: Rows = ()
     advice: Rows = ()
+    viewer: Mapping[str, Any] | None = None
 
 
 MINUTES_WIDTH = 2 + len(MINUTE_COLUMNS)
@@ -179,7 +198,7 @@ def trend(minutes: Minutes, day: date) -> dict[str, list[float | None]]:
 
 def summarize(d: StreamDay) -> dict[str, Any]:
     """The day's summary for one stream (FIELDS, plus `trend`), JSON-ready."""
-    daily, minutes = d.daily, d.minutes
+    daily, minutes, viewer = d.daily, d.minutes, d.viewer
     actions = [a["action"] for a in d.advice]
     rated = sum(int(daily[f"{q}_samples"] or 0) for q in QUALITY_BANDS)
     live = minutes["samples"] > 0
@@ -209,6 +228,11 @@ def summarize(d: StreamDay) -> dict[str, Any]:
         "drop_seconds": overlap_seconds(d.drops, d.day),
         "advice_lower": actions.count("lower"),
         "advice_raise": actions.count("raise"),
+        "viewer_views": int(viewer["views"]) if viewer else 0,
+        "viewer_score": _number(viewer["score"]) if viewer else None,
+        "viewer_rebuffer_pct": _number(viewer["rebuffer_pct"]) if viewer else None,
+        "viewer_startup_ms_p50": _number(viewer["startup_ms_p50"]) if viewer else None,
+        "viewer_failure_pct": _number(viewer["failure_pct"]) if viewer else None,
         "trend": trend(minutes, d.day),
     }
 
@@ -367,6 +391,11 @@ LABELS = {
     "drop_seconds": "Time in drops",
     "advice_lower": "Advice to lower",
     "advice_raise": "Advice to raise",
+    "viewer_views": "Views",
+    "viewer_score": "Viewer score",
+    "viewer_rebuffer_pct": "Rebuffering (%)",
+    "viewer_startup_ms_p50": "Startup p50 (ms)",
+    "viewer_failure_pct": "Failed views (%)",
 }
 APPROXIMATION_NOTE = (
     "* from 1-minute rollups: p5 of the per-minute bitrate medians, median of the per-minute "
@@ -516,6 +545,22 @@ def _advice(advice: Rows) -> Section:
     return Section("advice", "Quality advice", (note if rows else "") + table)
 
 
+def _viewers(viewer: Mapping[str, Any] | None) -> Section:
+    if not viewer or not viewer["views"]:
+        body = "<p class=note>No viewer reported playback this day.</p>"
+    else:
+        rows = [
+            (label, html.escape(f"{pages.fmt_number(_number(viewer[column]), digits)} {unit}"))
+            for column, label, unit, digits in VIEWER_COLUMNS
+        ]
+        body = pages.table(("Viewer experience", "Day"), rows) + (
+            "<p class=note>From the viewers' players (<code>stream:viewer:stats</code>), as in "
+            "<code>viewer_experience_1d</code>; the score and each column are defined in "
+            "docs/analysts.md.</p>"
+        )
+    return Section("viewers", "Viewer experience", body)
+
+
 def stream_page(
     summary: Mapping[str, Any],
     specs: Mapping[str, Mapping[str, Any]],
@@ -541,6 +586,7 @@ def stream_page(
         _figures(summary),
         *_episodes(d.alerts, d.drops),
         _advice(d.advice),
+        _viewers(d.viewer),
     ]
     return pages.page(
         f"Stream {stream} — {day}",

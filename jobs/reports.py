@@ -117,6 +117,9 @@ async def write_day(
         alerts = _by_stream(await conn.fetch(queries["report_alerts"], start, end))
         drops = _by_stream(await conn.fetch(queries["report_drops"], start, end))
         advice = _by_stream(await conn.fetch(queries["report_advice"], start, end))
+        viewers = {
+            r["stream_id"]: r for r in await conn.fetch(queries["report_viewer_experience"], start)
+        }
         summaries: list[dict[str, Any]] = []
         # Pages are built in a thread, off the event loop, while the next streams are read (a
         # page costs a few milliseconds: worker processes would cost more to feed than they save).
@@ -145,6 +148,7 @@ async def write_day(
                     alerts.get(stream_id, []),
                     drops.get(stream_id, []),
                     advice.get(stream_id, []),
+                    viewers.get(stream_id),
                 )
                 page = asyncio.to_thread(
                     report.render_stream, stream_day, dashboard_url=settings.dashboard_url

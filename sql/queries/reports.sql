@@ -94,3 +94,10 @@ SELECT stream_id, issued_at, action, target, reasons, severity
 FROM stream_advice
 WHERE issued_at >= $1 AND issued_at < $2
 ORDER BY stream_id, issued_at
+
+-- report_viewer_experience --
+-- The day's viewer experience of every stream viewers reported for ($1: the day's start).
+SELECT stream_id, views, rebuffer_pct, stalls_per_minute, startup_ms_p50, startup_ms_p95,
+       switches_per_view, failure_pct, exit_before_start_pct, score
+FROM viewer_experience_1d
+WHERE bucket = $1::timestamptz

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.beacon import BeaconRow
+from ingest.writer import BEACONS, BatchWriter
 from jobs import reports, rollups
 from jobs.base import JobContext
 from streamstats.db import create_pool
@@ -431,3 +433,49 @@ async def test_the_daily_job_writes_the_week_of_each_day_it_reports(seeded, pool
     assert (week / "index.html").exists()
     table = list(csv.DictReader(io.StringIO((week / "summary.csv").read_text())))
     assert {r["stream_id"] for r in table} == {str(s) for s in seeded}
+
+
+async def test_the_day_page_shows_the_viewer_experience_of_the_day(
+    conn, pool, make_settings, tmp_path
+):
+    stream, quiet = uuid.uuid4(), uuid.uuid4()
+    await seed(conn, stream, hours=1)
+    await seed(conn, quiet, hours=1)
+    writer = BatchWriter(make_settings(batch_ms=20), pool, target=BEACONS)
+    await writer.start()
+    try:
+        t = START + timedelta(hours=6, minutes=10)
+        for view, stalls, stall_ms in ((uuid.uuid4(), 0, 0.0), (uuid.uuid4(), 2, 3000.0)):
+            beacons = [
+                BeaconRow(t, view, stream, "starting", None, 0.0, 0, 0.0, 0, 0, None, None, None,
+                          None, None),
+                BeaconRow(t + timedelta(seconds=10), view, stream, "playing", 800.0, 9200.0 -
+                          stall_ms, stalls, stall_ms, 0, 1, 2500.0, 1280, 720, None, None),
+            ]  # fmt: skip
+            for beacon in beacons:
+                await writer.submit(beacon)
+    finally:
+        await writer.close()
+    settings = make_settings(reports_dir=tmp_path / "reports")
+    await reports.write_day(settings, pool, DAY)
+    rows = {
+        r["stream_id"]: json.loads(r["summary"])
+        for r in await conn.fetch("SELECT stream_id, summary FROM stream_reports")
+    }
+    day = await conn.fetchrow(
+        "SELECT views, score, rebuffer_pct, startup_ms_p50, failure_pct FROM viewer_experience_1d "
+        "WHERE stream_id = $1 AND bucket = $2",
+        stream,
+        START,
+    )
+    assert day["views"] == 2 and day["rebuffer_pct"] > 0
+    summary = rows[stream]
+    assert summary["viewer_views"] == 2
+    assert summary["viewer_score"] == pytest.approx(day["score"])
+    assert summary["viewer_rebuffer_pct"] == pytest.approx(day["rebuffer_pct"])
+    assert summary["viewer_startup_ms_p50"] == pytest.approx(day["startup_ms_p50"])
+    assert rows[quiet]["viewer_views"] == 0 and rows[quiet]["viewer_score"] is None
+    page = (settings.reports_dir / DAY.isoformat() / f"{stream}.html").read_text()
+    assert "Viewer experience" in page and f"{day['score']:,.1f} / 100" in page
+    quiet_page = (settings.reports_dir / DAY.isoformat() / f"{quiet}.html").read_text()
+    assert "No viewer reported playback this day." in quiet_page
