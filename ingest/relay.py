@@ -97,7 +97,11 @@ class AlertRelay:
                 # A connection closed by the server wakes the loop, whose read then fails.
                 conn.add_termination_listener(self._on_terminated)
                 if self._since is None:
+                    # A fresh node: what was committed before it relays went to the clients
+                    # of the nodes running then, so it counts as emitted (the margin would
+                    # otherwise replay the last minute to clients that connect now).
                     self._since = await conn.fetchval(queries["outbox_now"])
+                    await self._read(conn, emit=False)
                 # Read once right away: what was committed while the connection was down.
                 await self._read(conn)
                 self.listening.set()
@@ -132,8 +136,11 @@ class AlertRelay:
         # Only a wake-up: the payload is whatever the sender wrote (see the module docstring).
         self._wake.set()
 
-    async def _read(self, conn: asyncpg.Connection) -> None:
-        """Emit the events created since the previous read that this node has not emitted."""
+    async def _read(self, conn: asyncpg.Connection, *, emit: bool = True) -> None:
+        """Emit the events created since the previous read that this node has not emitted.
+
+        With `emit=False` they are only recorded as emitted.
+        """
         assert self._since is not None
         row = await conn.fetchrow(
             queries["outbox_recent"],
@@ -146,6 +153,8 @@ class AlertRelay:
             if event["id"] in self._emitted:
                 continue
             self._emitted[event["id"]] = scanned_at
+            if not emit:
+                continue
             data = event["data"]
             logger.debug("relaying %s", data["type"], extra={"action": "alert_relayed"})
             await self.emitter.broadcast(ALERT_EVENT, [data], streamers=True, local=True)
