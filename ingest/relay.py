@@ -74,7 +74,7 @@ class AlertRelay:
         # Database time the next read starts from (minus the margin); None before the first.
         self._since: datetime | None = None
         # Emitted event id -> database time of the read that first returned it.
-        self._emitted: dict[int, datetime] = {}
+        self._emitted: dict[str, datetime] = {}
 
     async def start(self) -> None:
         """Start listening in the background (the database may come later)."""
@@ -150,9 +150,10 @@ class AlertRelay:
         )
         scanned_at: datetime = row["scanned_at"]
         for event in json.loads(row["events"]):
-            if event["id"] in self._emitted:
+            # By the event's uuid: a bigint id can come again (a restored or truncated table).
+            if event["uuid"] in self._emitted:
                 continue
-            self._emitted[event["id"]] = scanned_at
+            self._emitted[event["uuid"]] = scanned_at
             if not emit:
                 continue
             data = event["data"]

@@ -26,7 +26,8 @@ SELECT pg_notify($1, $2)
 -- outbox_recent --
 -- The database's clock and the events created after $1 (database time) but within $2 of now.
 SELECT statement_timestamp() AS scanned_at,
-       coalesce(json_agg(json_build_object('id', id, 'data', data) ORDER BY id), '[]')::text
+       coalesce(json_agg(json_build_object('id', id, 'uuid', event_id, 'data', data) ORDER BY id),
+                '[]')::text
            AS events
 FROM alert_events
 WHERE created_at > greatest($1, statement_timestamp() - $2::interval)
