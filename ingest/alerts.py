@@ -88,8 +88,12 @@ class ThresholdAlerts:
         """Per-batch hook: count each new sample in commit order, apply what it proposes.
 
         Run on its own lane (one batch at a time), so the transitions of a stream are applied
-        in the order its samples were committed.
+        in the order its samples were committed. A `clear` is proposed after every good streak,
+        also for streams that have nothing open (every stream, once, when it starts or when
+        this node restarts): one read per batch finds which of them have an episode open, and
+        only those are cleared, in a transaction each.
         """
+        proposed: list[tuple[Any, Transition]] = []
         for committed in batch:
             if committed.duplicate:
                 continue
@@ -100,14 +104,41 @@ class ThresholdAlerts:
             self._seen += 1
             if self._seen % FORGET_EVERY == 0:
                 self.tracker.forget_before(row.time - FORGET_AFTER)
-            for transition in transitions:
-                await self._apply(row.stream_id, transition)
+            proposed.extend((row.stream_id, t) for t in transitions)
+        if not proposed:
+            return
+        is_open = await self._open_episodes([s for s, t in proposed if t.kind == "clear"])
+        for stream_id, transition in proposed:
+            key = (stream_id, transition.rule.type)
+            if transition.kind == "clear" and is_open is not None and key not in is_open:
+                continue  # nothing to clear
+            if await self._apply(stream_id, transition) and is_open is not None:
+                # What this batch raised (or found raised) may be cleared later in the batch.
+                if transition.kind == "raise":
+                    is_open.add(key)
+                else:
+                    is_open.discard(key)
 
-    async def _apply(self, stream_id: Any, transition: Transition) -> None:
+    async def _open_episodes(self, stream_ids: list[Any]) -> set[tuple[Any, str]] | None:
+        """The (stream, type) pairs with an open episode among these streams; None if unknown."""
+        if not stream_ids:
+            return set()
+        pool = self.host.pool
+        if pool is None:
+            return None
+        try:
+            async with asyncio.timeout(APPLY_TIMEOUT), pool.acquire() as conn:
+                records = await conn.fetch(queries["alerts_open"], list(set(stream_ids)))
+        except (*_UNAVAILABLE, asyncpg.PostgresError, TimeoutError):
+            return None  # each clear then tries (and retries) on its own
+        return {(r["stream_id"], r["type"]) for r in records}
+
+    async def _apply(self, stream_id: Any, transition: Transition) -> bool:
+        """Raise or clear the episode in the database; False if that failed (retried later)."""
         pool = self.host.pool
         if pool is None:
             self.tracker.retry(stream_id, transition)
-            return
+            return False
         try:
             async with asyncio.timeout(APPLY_TIMEOUT), pool.acquire() as conn, conn.transaction():
                 payload = await self._change_episode(conn, stream_id, transition)
@@ -126,9 +157,10 @@ class ThresholdAlerts:
                 exc,
                 extra={"action": "alert_unavailable", "stream_id": str(stream_id)},
             )
-            return
+            return False
         if payload is not None:
             self._log(stream_id, transition, payload)
+        return True
 
     async def _change_episode(
         self, conn: asyncpg.Connection, stream_id: Any, transition: Transition

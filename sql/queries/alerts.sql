@@ -14,6 +14,10 @@ SET cleared_at = greatest($3::timestamptz, raised_at)
 WHERE stream_id = $1 AND type = $2 AND cleared_at IS NULL
 RETURNING id, value, threshold, raised_at, cleared_at
 
+-- alerts_open --
+-- The open episodes of these streams (a partial index covers them).
+SELECT stream_id, type FROM stream_alerts WHERE cleared_at IS NULL AND stream_id = ANY($1::uuid[])
+
 -- drops_watermark --
 -- The sample time the previous run reached ($1 on the first run), locking it until commit.
 INSERT INTO bitrate_drops_watermark (scanned_to) VALUES ($1)

@@ -114,9 +114,16 @@ class Episodes:
         self.open: dict[tuple[Any, str], dict[str, Any]] = {}
         self.published: list[dict[str, Any]] = []
         self.in_transaction = False
+        self.changes = 0  # raise and clear statements run
+
+    async def fetch(self, query: str, streams: list[Any]) -> list[dict[str, Any]]:
+        await asyncio.sleep(0)
+        assert "cleared_at IS NULL" in query
+        return [{"stream_id": s, "type": t} for s, t in self.open if s in streams]
 
     async def fetchrow(self, query: str, stream: Any, kind: str, *args: Any) -> Any:
         await asyncio.sleep(0)  # a round trip: the hook suspends here
+        self.changes += 1
         if "INSERT INTO stream_alerts" in query:
             _value, threshold, raised_at = args
             if (stream, kind) in self.open:
@@ -175,5 +182,38 @@ async def test_alerts_follow_commit_order_and_each_episode_is_published_once():
     raised, cleared = node.pool.published
     assert raised["streamId"] == cleared["streamId"] == str(STREAM)
     assert raised["startedAt"] == cleared["startedAt"]
+    assert not node.pool.open
+    await hooks.close()
+
+
+async def test_streams_with_nothing_open_are_not_cleared_one_by_one():
+    """Every stream's first good streak proposes a clear; only open episodes cost a statement."""
+    node = Node()
+    alerts = ThresholdAlerts(node)  # type: ignore[arg-type]
+    hooks = CommitHooks()
+    hooks.add_async(alerts.on_commit, "alerts")
+    streams = [uuid.uuid4() for _ in range(50)]
+    # One stream had an episode open before this node started (another node raised it).
+    node.pool.open[streams[0], "packet_loss_high"] = {"threshold": 5.0, "raised_at": T0}
+    for second in range(4):  # clear after three good samples
+        hooks([Committed(sample(second, 0.0, stream), False) for stream in streams])
+    await hooks.drain()
+    assert node.pool.changes == 1
+    assert [(p["streamId"], p["state"]) for p in node.pool.published] == [
+        (str(streams[0]), "cleared")
+    ]
+    assert not node.pool.open
+    await hooks.close()
+
+
+async def test_an_episode_raised_and_cleared_within_one_batch_is_published_twice():
+    node = Node()
+    alerts = ThresholdAlerts(node)  # type: ignore[arg-type]
+    hooks = CommitHooks()
+    hooks.add_async(alerts.on_commit, "alerts")
+    losses = [9, 9, 1, 1, 1]
+    hooks([Committed(sample(second, loss), False) for second, loss in enumerate(losses)])
+    await hooks.drain()
+    assert [p["state"] for p in node.pool.published] == ["raised", "cleared"]
     assert not node.pool.open
     await hooks.close()
