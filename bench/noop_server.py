@@ -15,9 +15,9 @@ from typing import Any
 import socketio
 import uvicorn
 
-from ingest.transport import run, uvicorn_config
+from ingest.transport import ENGINEIO_OPTIONS, run, uvicorn_config
 
-sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
+sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*", **ENGINEIO_OPTIONS)
 
 
 @sio.on("stream:stats:update")

@@ -12,7 +12,10 @@ Three guards, each where python-socketio lets an application in through a public
   python-engineio parses them; closes a connection as soon as one refusal is made on it, as the
   reference JavaScript server does on a parse error.
 - `ConnectTimeout`: closes an Engine.IO connection that has joined no namespace within
-  `STREAMSTATS_CONNECT_TIMEOUT` (the JavaScript server's `connectTimeout`).
+  `STREAMSTATS_CONNECT_TIMEOUT` (the JavaScript server's `connectTimeout`). The same sweep
+  closes connections that stopped answering pings, in place of python-engineio's monitor task
+  (`monitor_clients=False`, ingest/transport.py), which woke every `ping_timeout / sockets`:
+  500 times a second at 10,000 connections.
 
 A refused packet is the client's fault, not the server's: it is counted in
 `streamstats_malformed_packets_total`, logged at most once per `LOG_EVERY` seconds for the whole
@@ -57,6 +60,8 @@ _BINARY_TYPES = frozenset("56")
 _RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
+# The longest pause between two sweeps for silent connections (ConnectTimeout).
+PING_CHECK_EVERY = 5.0
 # Close codes (RFC 6455): policy violation, message too big.
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
@@ -318,10 +323,15 @@ def _packet_problem(packet: str) -> tuple[str, str] | None:
 
 
 class ConnectTimeout:
-    """Closes Engine.IO connections that joined no namespace within `timeout` seconds.
+    """Closes Engine.IO connections that joined no namespace within `timeout` seconds, or that
+    stopped answering pings.
 
-    A sweep every tenth of the timeout, not a timer per connection: a connection is closed
-    between 1 and 1.2 timeouts after it was opened (or after it left its last namespace).
+    A sweep every tenth of the timeout (at most every half ping timeout or `PING_CHECK_EVERY`
+    seconds), not a timer
+    per connection: a connection is closed between 1 and 1.2 timeouts after it was opened (or
+    after it left its last namespace), and at most one sweep after a ping went unanswered for
+    the Engine.IO ping timeout. (Websockets also end on their own when nothing arrives for
+    ping interval + ping timeout; this catches long-polling clients that vanish.)
     """
 
     def __init__(
@@ -333,7 +343,7 @@ class ConnectTimeout:
         self.sio = sio
         self.timeout = timeout
         self._close = close
-        self.interval = timeout / 10
+        self.interval = min(timeout / 10, sio.eio.ping_timeout / 2, PING_CHECK_EVERY)
         self._unjoined_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -355,12 +365,17 @@ class ConnectTimeout:
                 logger.exception("connect timeout sweep failed", extra={"action": "guard_error"})
 
     async def sweep(self, now: float) -> None:
-        """Close what has been without a namespace for the whole timeout."""
+        """Close what has been without a namespace for the whole timeout, or is silent."""
         engine, manager = self.sio.eio, self.sio.manager
         namespaces = list(manager.get_namespaces()) or ["/"]
         since = self._unjoined_since
         stale = []
-        for eio_sid in list(engine.sockets):
+        for eio_sid, socket in list(engine.sockets.items()):
+            if socket.closed:
+                await engine.disconnect(eio_sid)  # only forgets it: it is closed already
+                continue
+            if not socket.closing and not await socket.check_ping_timeout():
+                continue  # no pong within the ping timeout: closed now
             if any(manager.sid_from_eio_sid(eio_sid, ns) is not None for ns in namespaces):
                 since.pop(eio_sid, None)
             elif now - since.setdefault(eio_sid, now) >= self.timeout:

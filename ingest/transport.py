@@ -24,6 +24,12 @@ T = TypeVar("T")
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
+# python-engineio's settings: no monitor task. It woke every ping_timeout / sockets (every 2 ms
+# at 10,000 connections) to look at one socket; the app's connection sweep (ingest/guard.py)
+# checks the ping timeouts instead, every few seconds.
+ENGINEIO_OPTIONS: dict[str, Any] = {"monitor_clients": False}
+
+
 def uvicorn_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:
     """uvicorn's settings for a Socket.IO server holding thousands of small-message sockets."""
     return uvicorn.Config(

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = ["*"]
     # An Engine.IO connection that joined no namespace this long is closed (JS `connectTimeout`).
     connect_timeout: Duration = timedelta(seconds=45)
+    # Engine.IO keepalive: a ping this often; a connection that has not answered one within the
+    # timeout is closed (and a client hears nothing for interval + timeout before giving up).
+    # Whole seconds at least: the OPEN packet carries them as integer milliseconds of a second.
+    ping_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1))] = timedelta(seconds=25)
+    ping_timeout: Annotated[timedelta, Field(ge=timedelta(seconds=1))] = timedelta(seconds=20)
     # How far ahead of ours a token issuer's clock may be (`iat`/`nbf` in the future).
     token_clock_skew: Annotated[timedelta, Field(ge=timedelta(0))] = timedelta(seconds=30)
     log_format: Literal["text", "json"] = "text"
@@ -145,6 +150,8 @@ class Settings(BaseSettings):
         "webhook_retry_for",
         "webhook_backoff",
         "connect_timeout",
+        "ping_interval",
+        "ping_timeout",
         "token_clock_skew",
         "advice_window",
         "advice_raise_hold",

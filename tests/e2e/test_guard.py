@@ -105,6 +105,49 @@ def test_a_long_polling_session_that_never_connects_is_closed(start_server):
     assert time.monotonic() < deadline
 
 
+async def settles_at(server, name: str, value: float, seconds: float) -> bool:
+    """Whether the metric reads `value` within `seconds`."""
+    for _ in range(int(seconds * 10)):
+        if metric(server, name) == value:
+            return True
+        await asyncio.sleep(0.1)
+    return metric(server, name) == value
+
+
+def polling_session(url: str, token: str) -> dict:
+    """A long-polling Engine.IO session joined to the namespace: its OPEN packet's fields."""
+    base = url + "/socket.io/?EIO=4&transport=polling"
+    with urllib.request.urlopen(base, timeout=5) as response:
+        opening = json.loads(response.read().decode()[1:])
+    connect = b"40" + json.dumps({"token": token}).encode()
+    urllib.request.urlopen(
+        urllib.request.Request(f"{base}&sid={opening['sid']}", data=connect), timeout=5
+    ).close()
+    return opening
+
+
+async def test_a_client_that_stops_answering_pings_is_dropped(start_server):
+    """python-engineio's monitor task is off: the connection sweep closes silent sessions."""
+    server = start_server(env={"STREAMSTATS_PING_INTERVAL": "1s", "STREAMSTATS_PING_TIMEOUT": "1s"})
+    token = mint_token(JWT_SECRET, role="streamer", streams=[STREAM])
+    opening = await asyncio.to_thread(polling_session, server.url, token)
+    assert opening["pingInterval"] == 1000
+    answering = await socket_io(server.url, token)  # answers its pings: kept
+    gauge = 'streamstats_connections{role="streamer"}'
+    assert await settles_at(server, gauge, 2, 15)
+    # The long-polling client now goes silent: no poll, no pong. Nothing it sends wakes the
+    # server; it must be closed by the server alone, within ping interval + timeout + a sweep.
+    started = time.monotonic()
+    pinged = asyncio.ensure_future(closed_code(answering, 30))
+    assert await settles_at(server, gauge, 1, 15)
+    assert time.monotonic() - started < 6  # 1 s + 1 s + a half-second sweep, on a loaded machine
+    await asyncio.sleep(3)  # the websocket that answers stays through several ping rounds
+    assert not pinged.done()
+    assert metric(server, gauge) == 1
+    pinged.cancel()
+    await answering.close()
+
+
 GARBAGE = {
     "not Engine.IO": "x",
     "empty frame": "",
