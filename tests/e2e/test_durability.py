@@ -5,8 +5,11 @@ a `kill -9` of the server and a SIGTERM under load."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +19,12 @@ from typing import Any
 import asyncpg
 import pytest
 import socketio
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from ingest.auth import mint_token
 from ingest.client import StatsClient
+from tests.e2e.test_guard import socket_io
 from tests.proxy import TcpProxy
 from tests.servers import JWT_SECRET, ServerProcess
 
@@ -383,3 +389,259 @@ async def test_sigterm_while_clients_keep_sending_drains_promptly_and_answers_th
         # Acknowledged means stored; an update stored without an answer must be one in flight.
         rows = set(await stored(database_url, stream))
         assert stream.ok() <= rows <= stream.ok() | unanswered
+
+
+def update_number(stream: Stream, timestamp: str) -> int:
+    """The number of the stream's update with this (echoed) timestamp."""
+    return round((datetime.fromisoformat(timestamp) - stream.t0) / STEP)
+
+
+async def flood(
+    ws: ClientConnection,
+    stream: Stream,
+    window: int,
+    start: asyncio.Event,
+    stop: asyncio.Event,
+    limit: int = 20_000,
+) -> tuple[int, int]:
+    """A streamer on a raw websocket connected for `stream` that, once `start` is set, keeps
+    `window` updates in flight until its connection closes, `stop` is set or it sent `limit`.
+    Without acknowledgement callbacks, as the client guide sends: the answer is a
+    `stream:stats:received` or an `error` event.
+
+    Frames are written as they are, so the server, not this client, sets the pace.
+    Returns how many it sent and how many were refused; `stream.acks` gets the received ones.
+    """
+    in_flight = 0
+    refused = 0
+    room = asyncio.Event()
+
+    def answered() -> None:
+        nonlocal in_flight
+        in_flight -= 1
+        room.set()
+
+    async def read() -> None:
+        nonlocal refused
+        try:
+            async for frame in ws:
+                if frame == "2":  # Engine.IO ping
+                    await ws.send("3")
+                elif isinstance(frame, str) and frame.startswith("42"):
+                    event, data = json.loads(frame[2:])
+                    if event == "stream:stats:received":
+                        number = update_number(stream, data["timestamp"])
+                        stream.acks[number] = {"ok": True, **data}
+                        answered()
+                    elif event == "error" and data.get("event") == UPDATE:
+                        refused += 1
+                        answered()
+        except ConnectionClosed:
+            pass
+        finally:
+            room.set()
+
+    reader = asyncio.create_task(read())
+    stopping = asyncio.create_task(stop.wait())
+    stopping.add_done_callback(lambda _: room.set())
+    starting = asyncio.create_task(start.wait())
+    sent = 0
+    try:
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        while not reader.done() and not stop.is_set() and sent < limit:
+            if in_flight >= window:
+                room.clear()
+                await room.wait()
+                continue
+            try:
+                await ws.send("42" + json.dumps([UPDATE, stream.update(sent)]))
+            except ConnectionClosed:
+                break
+            sent += 1
+            in_flight += 1
+    finally:
+        starting.cancel()
+        stopping.cancel()
+        await ws.close()
+        await reader
+    return sent, refused
+
+
+def readyz_problems(server: ServerProcess) -> list[str]:
+    """What /readyz says is wrong (empty when ready or unreachable)."""
+    try:
+        with urllib.request.urlopen(server.url + "/readyz", timeout=2) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    except OSError:
+        return []
+    return list(json.loads(body).get("problems", []))
+
+
+async def until_draining(server: ServerProcess, timeout: float) -> None:
+    """Wait until /readyz says the server is shutting down: its drain has begun."""
+    deadline = time.monotonic() + timeout
+    while "server: shutting down" not in await asyncio.to_thread(readyz_problems, server):
+        assert time.monotonic() < deadline, f"no drain within {timeout}s:\n{server.log()}"
+        await asyncio.sleep(0.05)
+
+
+class Streamer:
+    """A python-socketio streamer whose every update's answer (acknowledgement, or event when
+    `ack` is false) is kept in `stream.acks`, with how long it took in `latency`."""
+
+    def __init__(self, stream: Stream, *, ack: bool):
+        self.stream = stream
+        self.ack = ack
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.answers: dict[int, asyncio.Future[Any]] = {}
+        self.latency: dict[int, float] = {}
+        self._waiting: list[int] = []  # without acknowledgements, answers come in order
+        self.client.on("stream:stats:received", self._event)
+        self.client.on("error", self._event)
+
+    def _event(self, data: Any) -> None:
+        if self._waiting:
+            if isinstance(data, dict) and "code" in data:
+                data = {"ok": False, "error": data}  # what an acknowledgement would have been
+            self._answered(self._waiting.pop(0), data)
+
+    def _answered(self, i: int, data: Any) -> None:
+        future = self.answers[i]
+        if not future.done():
+            future.set_result(data)
+
+    async def connect(self, url: str) -> Streamer:
+        await self.client.connect(
+            url, auth={"token": token(self.stream.id)}, transports=["websocket"]
+        )
+        return self
+
+    async def send(self, i: int) -> None:
+        """Send update i; its answer comes to `answers[i]`."""
+        sent = time.monotonic()
+        future = self.answers[i] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: self.latency.setdefault(i, time.monotonic() - sent))
+        if self.ack:
+            await self.client.emit(
+                UPDATE, self.stream.update(i), callback=lambda data: self._answered(i, data)
+            )
+        else:
+            self._waiting.append(i)
+            await self.client.emit(UPDATE, self.stream.update(i))
+
+    async def one_at_a_time(self, numbers: range, wait: float) -> None:
+        """Send these updates one after the other, each once the last was answered (or `wait`
+        seconds went by without an answer)."""
+        for i in numbers:
+            await self.send(i)
+            await asyncio.wait([self.answers[i]], timeout=wait)
+            await asyncio.sleep(0.1)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait for the answers still due, then keep them (None: never answered)."""
+        pending = [f for f in self.answers.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        for i, future in self.answers.items():
+            self.stream.acks[i] = future.result() if future.done() else None
+
+    async def close(self) -> None:
+        await self.client.disconnect()
+        await self.client.shutdown()
+
+
+async def test_sigterm_while_a_batch_is_held_refuses_new_updates_at_once_and_drains_promptly(
+    start_server: Callable[..., ServerProcess], database_url: str
+):
+    """While a drain waits for a batch the database holds, every update sent is answered
+    `unavailable` at once, and clients that keep sending do not hold the drain open: once the
+    batch commits, the server exits (status 0) long before its 6 s drain limit."""
+    # A rate limit clients cannot reach: every update gets to the update handler.
+    server = await asyncio.to_thread(start_server, env={"STREAMSTATS_RATE_LIMIT": "1000000"})
+    held = Streamer(Stream(), ack=True)
+    probes = [Streamer(Stream(), ack=True), Streamer(Stream(), ack=False)]
+    floods = [Stream() for _ in range(12)]
+    # Deep enough that the server always has updates waiting, even when this process pauses.
+    window = 256
+    start, stop = asyncio.Event(), asyncio.Event()
+    sockets = [await socket_io(server.url, token(s.id)) for s in floods]
+    # Each refusal is an `error` event the server awaits sending: updates coming without a
+    # pause keep some handler busy all the time.
+    load = asyncio.gather(
+        *(flood(ws, s, window, start, stop) for ws, s in zip(sockets, floods, strict=True))
+    )
+    connected: list[Streamer] = []
+    try:
+        for streamer in (held, *probes):
+            connected.append(await streamer.connect(server.url))
+        for i in range(20):  # acknowledged before the signal
+            await held.send(i)
+        await held.settle(timeout=10)
+        lock = await asyncpg.connect(database_url)
+        watch = await asyncpg.connect(database_url)
+        try:
+            # Hold the next batch: its INSERT waits on this lock until it is released.
+            await lock.execute("BEGIN; LOCK TABLE stream_stats IN EXCLUSIVE MODE")
+            for i in range(20, 25):
+                await held.send(i)
+            deadline = time.monotonic() + 10
+            while not await watch.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query ILIKE '%stream_stats%'"
+            ):
+                assert time.monotonic() < deadline, "no batch came to wait on the lock"
+                await asyncio.sleep(0.02)
+            signalled = time.monotonic()
+            server.signal(signal.SIGTERM)
+            await until_draining(server, timeout=3)
+            start.set()  # the clients keep sending from now on
+            await asyncio.gather(*(p.one_at_a_time(range(5), wait=1.0) for p in probes))
+            assert server.proc is not None and server.proc.poll() is None, (
+                "the server exited while its batch was held: the drain did not wait for it"
+            )
+        finally:
+            await lock.execute("ROLLBACK")  # the held batch goes on and commits
+            released = time.monotonic()
+            await lock.close()
+            await watch.close()
+        code = await asyncio.to_thread(server.wait, 15)
+        exited = time.monotonic()
+    finally:
+        stop.set()
+        results = await load
+        for streamer in connected:
+            await streamer.settle(timeout=1)
+            await streamer.close()
+
+    # An update sent during the drain is answered at once, `unavailable`, and not stored.
+    for probe in probes:
+        kind = "acknowledgement" if probe.ack else "event"
+        for i, answer in probe.stream.acks.items():
+            assert answer is not None, f"an update sent during the drain got no {kind} at all"
+            assert answer.get("ok") is False, answer
+            assert answer["error"]["code"] == "unavailable", answer
+            assert probe.latency[i] < 1.0, f"the {kind} took {probe.latency[i]:.2f}s"
+        assert len(probe.stream.acks) == 5
+        assert await stored(database_url, probe.stream) == []
+    # Clients kept sending, yet the drain ended soon after the held batch committed.
+    log = server.log()
+    assert code == 0, log
+    exit_seconds = exited - signalled
+    assert exit_seconds < 3, (
+        f"exit {exit_seconds:.1f}s after SIGTERM, {exited - released:.1f}s after the held batch "
+        f"was released"
+    )
+    assert "drain did not finish" not in log, log
+    assert "drained" in log, log
+    # Accepted before the signal: acknowledged, and stored, including the held batch.
+    assert held.stream.ok() == set(range(25)), held.stream.acks
+    assert await stored(database_url, held.stream) == list(range(25))
+    # Sent during the drain: refused, and not stored; unanswered only what was in flight when
+    # the connection closed.
+    for stream, (sent, refused) in zip(floods, results, strict=True):
+        assert sent - refused <= window, (sent, refused)
+        assert not stream.acks, stream.acks
+        assert await stored(database_url, stream) == []
+    assert sum(refused for _, refused in results) > 0, "the clients sent nothing during the drain"
