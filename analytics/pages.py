@@ -210,7 +210,17 @@ def shares_bar(shares: Mapping[str, float | None]) -> str:
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], *, empty: str = "None.") -> str:
     """An HTML table; cells are HTML already (escape text before)."""
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return table_around(header, "".join(table_row(row) for row in rows), empty=empty)
+
+
+def table_row(cells: Sequence[str]) -> str:
+    """One row of a `table`."""
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def table_around(header: Sequence[str], body: str, *, empty: str = "None.") -> str:
+    """A table around rows made by `table_row` (or a placeholder for them), the `empty`
+    paragraph when `body` is empty."""
     if not body:
         return f"<p>{html.escape(empty)}</p>"
     head = "".join(f"<th>{h}</th>" for h in header)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import csv
 import html
-import io
 import itertools
 import math
+import shutil
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -239,26 +240,6 @@ def summarize(d: StreamDay) -> dict[str, Any]:
 
 def shares(summary: Mapping[str, Any]) -> dict[str, float | None]:
     return {q: summary[f"{q}_share"] for q in QUALITY_BANDS}
-
-
-def worst_first(summaries: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Most time in poor quality first, then most drop time, then most alerts."""
-
-    def badness(s: Mapping[str, Any]) -> tuple[float, float, int, str]:
-        alerts = s["alerts_packet_loss_high"] + s["alerts_fps_low"]
-        return (-(s["poor_share"] or 0.0), -s["drop_seconds"], -alerts, s["stream_id"])
-
-    return sorted(summaries, key=badness)
-
-
-def summary_csv(summaries: Iterable[Mapping[str, Any]]) -> str:
-    """`summary.csv`: one row per stream, FIELDS as columns, worst first."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for summary in worst_first(summaries):
-        writer.writerow({k: "" if summary.get(k) is None else summary[k] for k in FIELDS})
-    return out.getvalue()
 
 
 # -- charts ---------------------------------------------------------------------------------
@@ -620,63 +601,103 @@ INDEX_COLUMNS = (
 )
 
 
-def _platform(ordered: Sequence[Mapping[str, Any]]) -> Section:
-    bands = [pages.band_of(shares(s)) for s in ordered]
-    live = sum(s["time_live_s"] for s in ordered)
-    items = [
-        ("Streams", f"{len(ordered):,}", ""),
-        *((f"Streams {b}", f"{bands.count(b):,}", "") for b in QUALITY_BANDS),
-        ("Hours live", pages.fmt_number(live / 3600), "h"),
-        ("Samples", f"{sum(s['samples'] for s in ordered):,}", ""),
-        ("Bitrate drops", f"{sum(s['drop_episodes'] for s in ordered):,}", ""),
-    ]
-    return Section("platform", "The platform that day", pages.cards(items))
+INDEX_HEAD = (
+    "Stream",
+    "Quality",
+    "Shares",
+    "Bitrate per 15 min (red: ≥ 10 % poor)",
+    *(LABELS[c] for c in INDEX_COLUMNS),
+    "Live",
+)
+# Where the index's rows go in its page (no page text contains a NUL).
+_ROWS = "\0rows\0"
 
 
-def index_page(day: date, summaries: Iterable[Mapping[str, Any]], *, dashboard_url: str) -> str:
-    """`index.html`: every stream of the day, worst first, with a sparkline of its day, linking
-    to its page and to its live dashboard page."""
-    ordered = worst_first(summaries)
-    head = (
-        "Stream",
-        "Quality",
-        "Shares",
-        "Bitrate per 15 min (red: ≥ 10 % poor)",
-        *(LABELS[c] for c in INDEX_COLUMNS),
-        "Live",
+def _index_row(s: Mapping[str, Any], dashboard_url: str) -> tuple[str, ...]:
+    stream = html.escape(s["stream_id"])
+    live = html.escape(dashboard_link(dashboard_url, s["stream_id"]))
+    spark = s.get("trend") or {}
+    return (
+        f'<a class=stream href="{stream}.html"><code>{stream}</code></a>',
+        pages.band_badge(pages.band_of(shares(s))),
+        pages.shares_bar(shares(s)),
+        pages.sparkline(
+            spark.get("bitrate_kbps", []),
+            spark.get("poor_share", []),
+            title="mean bitrate per 15 minutes, 00:00–24:00 UTC",
+        ),
+        *(fmt(c, s[c]) for c in INDEX_COLUMNS),
+        f'<a class=live href="{live}">dashboard ↗</a>',
     )
-    rows = []
-    for s in ordered:
-        stream = html.escape(s["stream_id"])
-        live = html.escape(dashboard_link(dashboard_url, s["stream_id"]))
-        spark = s.get("trend") or {}
-        rows.append(
-            (
-                f'<a class=stream href="{stream}.html"><code>{stream}</code></a>',
-                pages.band_badge(pages.band_of(shares(s))),
-                pages.shares_bar(shares(s)),
-                pages.sparkline(
-                    spark.get("bitrate_kbps", []),
-                    spark.get("poor_share", []),
-                    title="mean bitrate per 15 minutes, 00:00–24:00 UTC",
-                ),
-                *(fmt(c, s[c]) for c in INDEX_COLUMNS),
-                f'<a class=live href="{live}">dashboard ↗</a>',
-            )
+
+
+class DayIndex:
+    """A day's `summary.csv` and `index.html` (every stream, with a sparkline of its day, linking
+    to its page and to its live dashboard page), written a stream at a time.
+
+    `add` every summary worst first — most time in poor quality, then most time in bitrate
+    drops, then most alerts: the order of the `report_summaries` query —, then `write_index`.
+    Only the platform's totals are kept: its CSV rows go straight to `csv_out` and its index
+    rows to `rows` (a scratch file) until the totals shown above them are known.
+    """
+
+    def __init__(self, day: date, csv_out: TextIO, rows: TextIO, *, dashboard_url: str) -> None:
+        self.day = day
+        self.dashboard_url = dashboard_url
+        self._csv = csv.DictWriter(
+            csv_out, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n"
         )
-    week = week_name(day)
-    streams = Section(
-        "streams",
-        "Streams, worst first",
-        "<p class=note>Ordered by time in poor quality, then time in bitrate drops, then alerts. "
-        f"{BAND_NOTE}</p>"
-        + pages.table(head, rows, empty="No stream reported that day.")
-        + f"<p class=note>{APPROXIMATION_NOTE}</p>",
-    )
-    return pages.page(
-        f"Stream health — {day.isoformat()}",
-        nav=f'<a href="../{week}/index.html">Week {week}</a><a href="summary.csv">summary.csv</a>',
-        heading=f"Stream health — {day.isoformat()}",
-        subtitle=f"{len(ordered):,} streams, UTC day",
-        sections=[_platform(ordered), streams],
-    )
+        self._csv.writeheader()
+        self._rows = rows
+        self._totals: Counter[str] = Counter()
+
+    def add(self, summary: Mapping[str, Any]) -> None:
+        """The next stream, in the order above."""
+        self._csv.writerow({k: "" if summary.get(k) is None else summary[k] for k in FIELDS})
+        self._rows.write(pages.table_row(_index_row(summary, self.dashboard_url)))
+        band = pages.band_of(shares(summary))
+        self._totals.update(
+            streams=1,
+            time_live_s=summary["time_live_s"],
+            samples=summary["samples"],
+            drop_episodes=summary["drop_episodes"],
+            **({band: 1} if band else {}),
+        )
+
+    def write_index(self, out: TextIO) -> None:
+        """`index.html` of the streams added."""
+        before, _, after = self._page().partition(_ROWS)
+        out.write(before)
+        self._rows.seek(0)
+        shutil.copyfileobj(self._rows, out)
+        out.write(after)
+
+    def _page(self) -> str:
+        """The page, with _ROWS where the rows go (when there are any)."""
+        totals, day = self._totals, self.day.isoformat()
+        items = [
+            ("Streams", f"{totals['streams']:,}", ""),
+            *((f"Streams {b}", f"{totals[b]:,}", "") for b in QUALITY_BANDS),
+            ("Hours live", pages.fmt_number(totals["time_live_s"] / 3600), "h"),
+            ("Samples", f"{totals['samples']:,}", ""),
+            ("Bitrate drops", f"{totals['drop_episodes']:,}", ""),
+        ]
+        platform = Section("platform", "The platform that day", pages.cards(items))
+        table = pages.table_around(
+            INDEX_HEAD, _ROWS if totals["streams"] else "", empty="No stream reported that day."
+        )
+        streams = Section(
+            "streams",
+            "Streams, worst first",
+            "<p class=note>Ordered by time in poor quality, then time in bitrate drops, then "
+            f"alerts. {BAND_NOTE}</p>{table}<p class=note>{APPROXIMATION_NOTE}</p>",
+        )
+        week = week_name(self.day)
+        nav = f'<a href="../{week}/index.html">Week {week}</a><a href="summary.csv">summary.csv</a>'
+        return pages.page(
+            f"Stream health — {day}",
+            nav=nav,
+            heading=f"Stream health — {day}",
+            subtitle=f"{totals['streams']:,} streams, UTC day",
+            sections=[platform, streams],
+        )

@@ -12,15 +12,17 @@ Weekly pages (`YYYY-Www/`) are rebuilt from the day rollups after each day of th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import asyncpg
 from tqdm import tqdm
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 IN_FLIGHT = 4
 # Streams whose minutes are read in one query (one day of one stream is ~170 KB).
 READ_BATCH = 50
+# Summaries read at once for the index.
+FETCH_ROWS = 100
 
 
 async def run_daily(ctx: JobContext) -> int:
@@ -168,10 +172,7 @@ async def write_day(
                 summaries,
                 [f"{day.isoformat()}/{s['stream_id']}.html" for s in summaries],
             )
-            everything = [r["summary"] for r in await conn.fetch(queries["report_summaries"], day)]
-            _write(target / "summary.csv", report.summary_csv(everything))
-            index = report.index_page(day, everything, dashboard_url=settings.dashboard_url)
-            _write(target / "index.html", index)
+            await _write_index(conn, target, day, settings.dashboard_url)
     if streams is None:
         _swap(target, final)
     logger.info(
@@ -181,6 +182,24 @@ async def write_day(
         extra={"action": "reports_written", "day": day.isoformat(), "streams": len(summaries)},
     )
     return len(summaries)
+
+
+async def _write_index(
+    conn: asyncpg.Connection, folder: Path, day: date, dashboard_url: str
+) -> None:
+    """`summary.csv` and `index.html` from every row of the day (this run's and, for some
+    streams, the others'), read worst first a few at a time."""
+    summaries = await conn.cursor(queries["report_summaries"], day)
+    with (
+        _replacing(folder / "summary.csv") as csv_out,
+        tempfile.TemporaryFile("w+", encoding="utf-8") as rows,
+    ):
+        index = report.DayIndex(day, csv_out, rows, dashboard_url=dashboard_url)
+        while chunk := await summaries.fetch(FETCH_ROWS):
+            for row in chunk:
+                index.add(row["summary"])
+        with _replacing(folder / "index.html") as out:
+            index.write_index(out)
 
 
 async def write_week(settings: Settings, pool: asyncpg.Pool, monday: date) -> Path:
@@ -220,11 +239,19 @@ def _by_stream(rows: list[asyncpg.Record]) -> dict[uuid.UUID, list[dict[str, Any
     return out
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace a file atomically: readers see the old or the new one, never half of one."""
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[TextIO]:
+    """A file to write that then replaces `path` atomically: readers see the old or the new
+    one, never half of one."""
     partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(text, encoding="utf-8")
+    with partial.open("w", encoding="utf-8") as out:
+        yield out
     partial.replace(path)
+
+
+def _write(path: Path, text: str) -> None:
+    with _replacing(path) as out:
+        out.write(text)
 
 
 def _swap(built: Path, final: Path) -> None:

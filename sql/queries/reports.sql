@@ -55,8 +55,13 @@ ON CONFLICT (stream_id, day) DO UPDATE
     SET summary = EXCLUDED.summary, path = EXCLUDED.path, created_at = now()
 
 -- report_summaries --
--- Every stream's summary of a day, for summary.csv and index.html.
+-- Every stream's summary of a day, for summary.csv and index.html, worst first: most time in
+-- poor quality, then most time in bitrate drops, then most alerts (then by stream).
 SELECT summary FROM stream_reports WHERE day = $1
+ORDER BY coalesce((summary->>'poor_share')::float8, 0) DESC,
+         (summary->>'drop_seconds')::float8 DESC,
+         (summary->>'alerts_packet_loss_high')::int + (summary->>'alerts_fps_low')::int DESC,
+         stream_id
 
 -- report_week_streams --
 -- Per stream with data in the 14 days from $1 (the week before the reported one, then that
