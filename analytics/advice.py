@@ -56,6 +56,12 @@ RECOVERED = "recovered"
 # Picture heights a lowered resolution steps through (16:9 ladders of the common encoders).
 HEIGHT_LADDER = (2160, 1440, 1080, 720, 540, 480, 360, 240)
 
+# The window keeps at most about this many samples, spread over its length: a stream reporting
+# many times a second (up to the rate limit) costs no more to judge than one reporting every
+# quarter of a second, and its recorded state stays small. At the usual one report every few
+# seconds every sample counts.
+WINDOW_SAMPLES = 64
+
 
 @dataclass(frozen=True)
 class AdvicePolicy:
@@ -221,8 +227,12 @@ class Advisor:
     def _remember(self, sample: Sample) -> None:
         state = self.state
         start = sample.time - self.policy.window
-        state.window = [s for s in state.window if s.time > start]
-        state.window.append(sample)
+        window = [s for s in state.window if s.time > start]
+        if len(window) >= 2 and sample.time - window[-2].time < self.policy.window / WINDOW_SAMPLES:
+            window[-1] = sample  # thinned: the newest sample always counts
+        else:
+            window.append(sample)
+        state.window = window
         state.max_bitrate = _max(state.max_bitrate, sample.bitrate_kbps)
         state.max_fps = _max(state.max_fps, sample.fps)
         if sample.height is not None and (

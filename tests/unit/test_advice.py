@@ -16,6 +16,7 @@ from analytics.advice import (
     ENCODER_OVERLOAD,
     HEADROOM,
     PACKET_LOSS,
+    WINDOW_SAMPLES,
     Advice,
     AdvicePolicy,
     Advisor,
@@ -257,3 +258,25 @@ def test_old_samples_are_ignored() -> None:
     state = json.dumps(advisor.state.to_dict())
     assert advisor.observe(streamer.sample(START, 1000)) is None
     assert json.dumps(advisor.state.to_dict()) == state
+
+
+def test_a_stream_reporting_at_the_rate_limit_keeps_a_small_window_over_its_whole_length() -> None:
+    """50 reports a second: the window is thinned, not cut short, and congestion still counts."""
+    advisor = Advisor(POLICY)
+    streamer = Streamer()
+    fast = timedelta(milliseconds=20)
+    advices = []
+    for i in range(50 * 60):  # a minute: fine for 40 s, then congested
+        sample = streamer.sample(START + i * fast, 10000 if i < 50 * 40 else 1500)
+        advice = advisor.observe(sample)
+        if advice is not None:
+            advices.append((i, advice))
+            break  # the window starts afresh after an advice
+        window = advisor.state.window
+        assert len(window) <= WINDOW_SAMPLES * 1.1
+        assert window[-1] is sample
+        if i > 50 * 20:
+            assert window[-1].time - window[0].time >= POLICY.window * 0.95
+    assert advices and advices[0][1].action == "lower"
+    # The medians turn once half the window is congested: ~7.5 s into the congestion.
+    assert 50 * 45 <= advices[0][0] <= 50 * 50
