@@ -2,9 +2,10 @@
 
 For every stream with data that day: a `stream_reports` row and `<streamId>.html` under
 `$STREAMSTATS_REPORTS_DIR/YYYY-MM-DD/`, then `summary.csv` and `index.html` rebuilt from the day's
-rows. Read from the rollup views, a batch of streams at a time (memory stays flat however many
-streams). A whole-day run writes into a fresh directory and swaps it in, so re-running a day
-replaces it entirely; a run for some streams replaces just their files and rows.
+rows. The day is read from the rollup views a batch of streams at a time and its rows a few at a
+time, so memory stays flat however many streams there are. A whole-day run writes into a fresh
+directory and swaps it in, so re-running a day replaces it entirely; a run for some streams
+replaces just their files and rows.
 
 Weekly pages (`YYYY-Www/`) are rebuilt from the day rollups after each day of their week.
 """
@@ -12,6 +13,7 @@ Weekly pages (`YYYY-Www/`) are rebuilt from the day rollups after each day of th
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -19,7 +21,8 @@ import shutil
 import tempfile
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,9 +42,12 @@ logger = logging.getLogger(__name__)
 # Pages being built while the next streams are read: enough to keep the database and this
 # process busy at once, few enough that memory stays flat however many streams there are.
 IN_FLIGHT = 4
-# Streams whose minutes are read in one query (one day of one stream is ~170 KB).
-READ_BATCH = 50
-# Summaries read at once for the index.
+# Streams whose minutes are read in one query (one day of one stream is ~170 KB as floats); also
+# the `stream_reports` rows recorded at once. Small, because glibc's malloc lets freed blocks
+# of the size of the largest buffer freed stay with the process: with 50 streams a read
+# (13 MB copied in) the job settled 50 MiB higher after a few hundred streams than with 10.
+READ_BATCH = 10
+# Rows fetched at once from the cursors of episodes and of the summaries.
 FETCH_ROWS = 100
 
 
@@ -108,7 +114,6 @@ async def write_day(
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write the reports of `day` (all its streams, or only `streams`); returns how many."""
-    start, end = report.day_bounds(day)
     final = Path(settings.reports_dir) / day.isoformat()
     # A whole day is built aside and swapped in; some streams are written in place.
     target = final.with_name(f".{final.name}.{os.getpid()}.tmp") if streams is None else final
@@ -116,72 +121,109 @@ async def write_day(
         shutil.rmtree(target)
     target.mkdir(parents=True, exist_ok=True)
 
-    async with pool.acquire() as conn:
-        days = await conn.fetch(queries["report_days"], start, streams)
-        alerts = _by_stream(await conn.fetch(queries["report_alerts"], start, end))
-        drops = _by_stream(await conn.fetch(queries["report_drops"], start, end))
-        advice = _by_stream(await conn.fetch(queries["report_advice"], start, end))
-        viewers = {
-            r["stream_id"]: r for r in await conn.fetch(queries["report_viewer_experience"], start)
-        }
-        summaries: list[dict[str, Any]] = []
-        # Pages are built in a thread, off the event loop, while the next streams are read (a
-        # page costs a few milliseconds: worker processes would cost more to feed than they save).
-        in_flight: deque[asyncio.Future[tuple[dict[str, Any], str]]] = deque()
+    loop = asyncio.get_running_loop()
+    written = total = 0
+    # Summaries of the pages written, recorded a batch at a time.
+    done: list[dict[str, Any]] = []
+    # Pages are built and written by one thread, off the event loop, while the next streams are
+    # read (a page costs a few milliseconds, mostly holding the GIL: more threads or worker
+    # processes would cost more than they save, and every thread grows a malloc arena of its own).
+    in_flight: deque[asyncio.Future[dict[str, Any]]] = deque()
+    # One transaction: the day's rows are replaced all at once.
+    async with pool.acquire() as conn, conn.transaction():
 
-        async def finish_one() -> None:
-            summary, page = await in_flight.popleft()
-            _write(target / f"{summary['stream_id']}.html", page)
-            summaries.append(summary)
+        async def finish_one(total: int) -> None:
+            nonlocal written
+            done.append(await in_flight.popleft())
+            written += 1
             if progress is not None:
-                progress(len(summaries), len(days))
+                progress(written, total)
+            if len(done) >= READ_BATCH:
+                await _record(conn, day, done)
+                done.clear()
 
-        for first in range(0, len(days), READ_BATCH):
-            batch = days[first : first + READ_BATCH]
-            ids = [d["stream_id"] for d in batch]
-            matrix = await db.fetch_floats(
-                conn, queries["report_minutes"], ids, start, end, columns=report.MINUTES_WIDTH
-            )
-            for daily, minutes in zip(batch, report.split_minutes(matrix, len(ids)), strict=True):
-                stream_id = daily["stream_id"]
-                stream_day = report.StreamDay(
-                    stream_id,
-                    day,
-                    dict(daily),
-                    minutes,
-                    alerts.get(stream_id, []),
-                    drops.get(stream_id, []),
-                    advice.get(stream_id, []),
-                    viewers.get(stream_id),
+        await conn.execute(queries["report_delete_day"], day, streams)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-pages") as builder:
+            async for total, stream_day in _stream_days(conn, day, streams):
+                page = target / f"{stream_day.stream_id}.html"
+                in_flight.append(
+                    loop.run_in_executor(
+                        builder, _write_page, stream_day, page, settings.dashboard_url
+                    )
                 )
-                page = asyncio.to_thread(
-                    report.render_stream, stream_day, dashboard_url=settings.dashboard_url
-                )
-                in_flight.append(asyncio.ensure_future(page))
                 if len(in_flight) >= IN_FLIGHT:
-                    await finish_one()
-        while in_flight:
-            await finish_one()
-
-        async with conn.transaction():
-            await conn.execute(queries["report_delete_day"], day, streams)
-            await conn.execute(
-                queries["report_insert"],
-                day,
-                [uuid.UUID(s["stream_id"]) for s in summaries],
-                summaries,
-                [f"{day.isoformat()}/{s['stream_id']}.html" for s in summaries],
-            )
-            await _write_index(conn, target, day, settings.dashboard_url)
+                    await finish_one(total)
+            while in_flight:
+                await finish_one(total)
+        if done:
+            await _record(conn, day, done)
+        await _write_index(conn, target, day, settings.dashboard_url)
     if streams is None:
         _swap(target, final)
     logger.info(
         "wrote %d stream reports for %s",
-        len(summaries),
+        written,
         day.isoformat(),
-        extra={"action": "reports_written", "day": day.isoformat(), "streams": len(summaries)},
+        extra={"action": "reports_written", "day": day.isoformat(), "streams": written},
     )
-    return len(summaries)
+    return written
+
+
+async def _stream_days(
+    conn: asyncpg.Connection, day: date, streams: list[uuid.UUID] | None
+) -> AsyncIterator[tuple[int, report.StreamDay]]:
+    """How many streams the day has and each one's `StreamDay`, in stream order: read through
+    cursors (in a transaction) a batch of streams at a time, the minutes of a batch in one
+    binary COPY, the episodes along with their streams. Nothing is held for the whole day."""
+    start, end = report.day_bounds(day)
+    days = await conn.cursor(queries["report_days"], start, streams)
+    episodes = [
+        _ByStream(await conn.cursor(queries[name], start, end, streams))
+        for name in ("report_alerts", "report_drops", "report_advice")
+    ]
+    viewers = _ByStream(await conn.cursor(queries["report_viewer_experience"], start, streams))
+    while batch := await days.fetch(READ_BATCH):
+        ids = [d["stream_id"] for d in batch]
+        matrix = await db.fetch_floats(
+            conn, queries["report_minutes"], ids, start, end, columns=report.MINUTES_WIDTH
+        )
+        alerts, drops, advice = [await e.until(ids[-1]) for e in episodes]
+        viewer = await viewers.until(ids[-1])
+        for row, minutes in zip(batch, report.split_minutes(matrix, len(ids)), strict=True):
+            daily = dict(row)
+            total = daily.pop("day_streams")
+            s = daily["stream_id"]
+            yield (
+                total,
+                report.StreamDay(
+                    s,
+                    day,
+                    daily,
+                    minutes,
+                    alerts.get(s, []),
+                    drops.get(s, []),
+                    advice.get(s, []),
+                    next(iter(viewer.get(s, [])), None),
+                ),
+            )
+
+
+def _write_page(d: report.StreamDay, path: Path, dashboard_url: str) -> dict[str, Any]:
+    """Write a stream's page; returns its summary."""
+    summary, page = report.render_stream(d, dashboard_url=dashboard_url)
+    _write(path, page)
+    return summary
+
+
+async def _record(conn: asyncpg.Connection, day: date, summaries: list[dict[str, Any]]) -> None:
+    """Add the `stream_reports` rows of pages written."""
+    await conn.execute(
+        queries["report_insert"],
+        day,
+        [uuid.UUID(s["stream_id"]) for s in summaries],
+        summaries,
+        [f"{day.isoformat()}/{s['stream_id']}.html" for s in summaries],
+    )
 
 
 async def _write_index(
@@ -200,6 +242,28 @@ async def _write_index(
                 index.add(row["summary"])
         with _replacing(folder / "index.html") as out:
             index.write_index(out)
+
+
+class _ByStream:
+    """The rows of a cursor ordered by `stream_id`, taken a batch of streams at a time."""
+
+    def __init__(self, cursor: asyncpg.cursor.Cursor[asyncpg.Record]) -> None:
+        self._cursor = cursor
+        self._ahead: list[asyncpg.Record] = []
+        self._exhausted = False
+
+    async def until(self, last: uuid.UUID) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """The rows not taken yet of the streams up to `last` (in uuid order), as plain dicts
+        per stream."""
+        taken: list[asyncpg.Record] = []
+        while True:
+            cut = bisect.bisect_right(self._ahead, last, key=lambda r: r["stream_id"])
+            taken += self._ahead[:cut]
+            del self._ahead[:cut]
+            if self._ahead or self._exhausted:
+                return _by_stream(taken)
+            self._ahead = await self._cursor.fetch(FETCH_ROWS)
+            self._exhausted = len(self._ahead) < FETCH_ROWS
 
 
 async def write_week(settings: Settings, pool: asyncpg.Pool, monday: date) -> Path:

@@ -1,8 +1,9 @@
 -- Named queries of the daily reports (jobs/reports.py): read from the rollup views.
 
 -- report_days --
--- The day rollup of every stream with data that day ($2 NULL) or of the given streams.
-SELECT *
+-- The day rollup of every stream with data that day ($2 NULL) or of the given streams, and how
+-- many streams that is (`day_streams`), read through a cursor.
+SELECT *, count(*) OVER () AS day_streams
 FROM stream_stats_1d
 WHERE bucket = $1 AND ($2::uuid[] IS NULL OR stream_id = ANY($2::uuid[]))
 ORDER BY stream_id
@@ -24,17 +25,18 @@ WHERE stream_id = ANY($1::uuid[]) AND bucket >= $2 AND bucket < $3
 ORDER BY stream_id, bucket
 
 -- report_alerts --
--- Threshold alert episodes raised in [start, end), of every stream.
+-- Threshold alert episodes raised in [start, end), of every stream ($3 NULL) or of the given ones.
 SELECT stream_id, type, value, threshold, raised_at, cleared_at
 FROM stream_alerts
-WHERE raised_at >= $1 AND raised_at < $2
+WHERE raised_at >= $1 AND raised_at < $2 AND ($3::uuid[] IS NULL OR stream_id = ANY($3::uuid[]))
 ORDER BY stream_id, raised_at
 
 -- report_drops --
--- Bitrate drops overlapping [start, end), of every stream.
+-- Bitrate drops overlapping [start, end), of every stream ($3 NULL) or of the given ones.
 SELECT stream_id, started_at, ended_at, baseline_kbps, observed_kbps, drop_pct
 FROM bitrate_drops
 WHERE started_at < $2 AND coalesce(ended_at, 'infinity') > $1
+  AND ($3::uuid[] IS NULL OR stream_id = ANY($3::uuid[]))
 ORDER BY stream_id, started_at
 
 -- report_last_day --
@@ -94,15 +96,17 @@ GROUP BY d.stream_id
 ORDER BY d.stream_id
 
 -- report_advice --
--- Quality advice issued in [start, end), of every stream.
+-- Quality advice issued in [start, end), of every stream ($3 NULL) or of the given ones.
 SELECT stream_id, issued_at, action, target, reasons, severity
 FROM stream_advice
-WHERE issued_at >= $1 AND issued_at < $2
+WHERE issued_at >= $1 AND issued_at < $2 AND ($3::uuid[] IS NULL OR stream_id = ANY($3::uuid[]))
 ORDER BY stream_id, issued_at
 
 -- report_viewer_experience --
--- The day's viewer experience of every stream viewers reported for ($1: the day's start).
+-- The day's viewer experience ($1: the day's start) of every stream viewers reported for ($2
+-- NULL) or of the given ones.
 SELECT stream_id, views, rebuffer_pct, stalls_per_minute, startup_ms_p50, startup_ms_p95,
        switches_per_view, failure_pct, exit_before_start_pct, score
 FROM viewer_experience_1d
-WHERE bucket = $1::timestamptz
+WHERE bucket = $1::timestamptz AND ($2::uuid[] IS NULL OR stream_id = ANY($2::uuid[]))
+ORDER BY stream_id

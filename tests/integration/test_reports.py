@@ -206,6 +206,27 @@ async def test_report_files_worst_first_and_a_rerun_replaces_them(
     assert len(list(csv.DictReader(io.StringIO((folder / "summary.csv").read_text())))) == 2
 
 
+async def test_a_day_read_one_stream_and_one_row_at_a_time_gives_the_same_reports(
+    seeded, conn, pool, make_settings, tmp_path, monkeypatch
+):
+    # The day is read through cursors a batch of streams at a time, each stream's episodes
+    # along with it, and the index from its rows a few at a time: the smallest batches must not
+    # lose, move or repeat an episode or a row.
+    written = {}
+    for batch in (reports.READ_BATCH, 1):
+        monkeypatch.setattr(reports, "READ_BATCH", batch)
+        monkeypatch.setattr(reports, "FETCH_ROWS", batch)
+        settings = make_settings(reports_dir=tmp_path / str(batch))
+        assert await reports.write_day(settings, pool, DAY) == 3
+        rows = await conn.fetch("SELECT stream_id, summary, path FROM stream_reports ORDER BY 1")
+        folder = settings.reports_dir / DAY.isoformat()
+        written[batch] = [tuple(r) for r in rows], {p.name: p.read_text() for p in folder.iterdir()}
+    assert written[1] == written[reports.READ_BATCH]
+    _, congested, _ = seeded
+    summary = {r[0]: json.loads(r[1]) for r in written[1][0]}[congested]
+    assert summary["alerts_fps_low"] == summary["drop_episodes"] == summary["advice_raise"] == 1
+
+
 async def test_the_daily_job_reports_the_previous_utc_day(seeded, pool, make_settings):
     settings = make_settings()
     ctx = JobContext(settings, pool, START + timedelta(days=1, minutes=15))
