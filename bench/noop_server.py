@@ -16,8 +16,15 @@ import socketio
 import uvicorn
 
 from ingest.transport import ENGINEIO_OPTIONS, run, uvicorn_config
+from streamstats.settings import PING_INTERVAL, PING_TIMEOUT
 
-sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*", **ENGINEIO_OPTIONS)
+sio = socketio.AsyncServer(
+    async_mode="asgi",
+    cors_allowed_origins="*",
+    ping_interval=PING_INTERVAL.total_seconds(),
+    ping_timeout=PING_TIMEOUT.total_seconds(),
+    **ENGINEIO_OPTIONS,
+)
 
 
 @sio.on("stream:stats:update")
