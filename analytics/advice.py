@@ -56,11 +56,11 @@ RECOVERED = "recovered"
 # Picture heights a lowered resolution steps through (16:9 ladders of the common encoders).
 HEIGHT_LADDER = (2160, 1440, 1080, 720, 540, 480, 360, 240)
 
-# The window keeps at most about this many samples, spread over its length: a stream reporting
-# many times a second (up to the rate limit) costs no more to judge than one reporting every
-# quarter of a second, and its recorded state stays small. At the usual one report every few
-# seconds every sample counts.
-WINDOW_SAMPLES = 64
+# The window keeps at most about this many samples, spread over its length (about one a second
+# for the default 15 s): a stream reporting many times a second (up to the rate limit) costs no
+# more to judge than one reporting every second, and its recorded state stays small. At the
+# usual one report every few seconds every sample counts.
+WINDOW_SAMPLES = 16
 
 
 @dataclass(frozen=True)
