@@ -386,7 +386,7 @@ async def reset_database(url: str) -> None:
     await migrations.migrate(url)
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE stream_stats, stream_latest")
+        await conn.execute("TRUNCATE stream_stats, stream_latest, viewer_stats, viewer_views")
     finally:
         await conn.close()
 
