@@ -380,9 +380,10 @@ async def test_sigterm_while_clients_keep_sending_drains_promptly_and_answers_th
     assert "drain did not finish" not in log, log
     assert "drained" in log, log
     assert exit_seconds < 6, f"exit took {exit_seconds:.1f}s"
+    # A client whose updates in flight were all in the last batch may see its connection close
+    # before it sends again (a drain takes a batch's commit): some, not each, are refused.
+    assert any(s.refused("unavailable") for s in streams), "nothing was refused after the signal"
     for stream in streams:
-        refused = stream.refused("unavailable")
-        assert refused, "no update was answered `unavailable` after the signal"
         # Only what was in flight when the connection closed may be unanswered.
         unanswered = {i for i, ack in stream.acks.items() if ack is None}
         assert len(unanswered) <= window, unanswered
