@@ -112,12 +112,15 @@ class ThresholdAlerts:
             key = (stream_id, transition.rule.type)
             if transition.kind == "clear" and is_open is not None and key not in is_open:
                 continue  # nothing to clear
-            if await self._apply(stream_id, transition) and is_open is not None:
-                # What this batch raised (or found raised) may be cleared later in the batch.
-                if transition.kind == "raise":
-                    is_open.add(key)
-                else:
-                    is_open.discard(key)
+            applied = await self._apply(stream_id, transition)
+            if is_open is None:
+                continue
+            if transition.kind == "raise":
+                # Raised (or found raised) by this batch, or maybe: a failed COMMIT may have gone
+                # through. Either way a later clear in the batch must run (a no-op if not open).
+                is_open.add(key)
+            elif applied:
+                is_open.discard(key)
 
     async def _open_episodes(self, stream_ids: list[Any]) -> set[tuple[Any, str]] | None:
         """The (stream, type) pairs with an open episode among these streams; None if unknown."""

@@ -62,6 +62,8 @@ _RESERVED_EVENTS = frozenset(
 )
 # The longest pause between two sweeps for silent connections (ConnectTimeout).
 PING_CHECK_EVERY = 5.0
+# The longest the sweep waits for one connection to close.
+CLOSE_TIMEOUT = 5.0
 # Close codes (RFC 6455): policy violation, message too big.
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
@@ -190,7 +192,11 @@ class TransportGuard:
         """Close an Engine.IO connection: its websocket at once, or its long-polling session."""
         peer = self.websockets.get(eio_sid)
         if peer is None:
-            await self.sio.eio.disconnect(eio_sid)
+            socket = self.sio.eio.sockets.get(eio_sid)
+            if socket is not None:
+                # Not `eio.disconnect`: it waits until the CLOSE packet is polled, which a client
+                # with no poll outstanding never does. The sweep forgets the closed socket.
+                await socket.close(wait=False)
             return
         peer.condemn(reason)
         await peer.close_websocket()
@@ -386,7 +392,12 @@ class ConnectTimeout:
             del since[eio_sid]
             metrics.dropped("connect_timeout")
             logger.debug("no Socket.IO connect", extra={"action": "connect_timeout"})
-            await self._close(eio_sid, "no Socket.IO connect within the connect timeout")
+            try:
+                # Bounded: one connection must never hold up the sweep (and the ping checks).
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._close(eio_sid, "no Socket.IO connect within the connect timeout")
+            except TimeoutError:
+                logger.warning("closing %s timed out", eio_sid, extra={"action": "guard_error"})
 
 
 class Host(Protocol):

@@ -114,6 +114,10 @@ async def settles_at(server, name: str, value: float, seconds: float) -> bool:
     return metric(server, name) == value
 
 
+def handshake_only(url: str) -> None:
+    urllib.request.urlopen(url + "/socket.io/?EIO=4&transport=polling", timeout=5).close()
+
+
 def polling_session(url: str, token: str) -> dict:
     """A long-polling Engine.IO session joined to the namespace: its OPEN packet's fields."""
     base = url + "/socket.io/?EIO=4&transport=polling"
@@ -128,8 +132,18 @@ def polling_session(url: str, token: str) -> dict:
 
 async def test_a_client_that_stops_answering_pings_is_dropped(start_server):
     """python-engineio's monitor task is off: the connection sweep closes silent sessions."""
-    server = start_server(env={"STREAMSTATS_PING_INTERVAL": "1s", "STREAMSTATS_PING_TIMEOUT": "1s"})
+    server = start_server(
+        env={
+            "STREAMSTATS_PING_INTERVAL": "1s",
+            "STREAMSTATS_PING_TIMEOUT": "1s",
+            "STREAMSTATS_CONNECT_TIMEOUT": "1s",
+        }
+    )
     token = mint_token(JWT_SECRET, role="streamer", streams=[STREAM])
+    # A handshake and nothing more, not even a poll: closing it must not hold up the sweep
+    # (python-engineio's disconnect would wait for a poll that never comes).
+    await asyncio.to_thread(handshake_only, server.url)
+    await asyncio.sleep(1.5)  # past the connect timeout: the sweep has closed it
     opening = await asyncio.to_thread(polling_session, server.url, token)
     assert opening["pingInterval"] == 1000
     answering = await socket_io(server.url, token)  # answers its pings: kept
