@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     connect_timeout: Duration = timedelta(seconds=45)
     # Engine.IO keepalive: a ping this often; a connection that has not answered one within the
     # timeout is closed (and a client hears nothing for interval + timeout before giving up).
-    # Whole seconds at least: the OPEN packet carries them as integer milliseconds of a second.
+    # Whole seconds: python-engineio announces the interval to clients truncated to seconds.
     ping_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1))] = PING_INTERVAL
     ping_timeout: Annotated[timedelta, Field(ge=timedelta(seconds=1))] = PING_TIMEOUT
     # How far ahead of ours a token issuer's clock may be (`iat`/`nbf` in the future).
@@ -171,6 +171,13 @@ class Settings(BaseSettings):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
+
+    @field_validator("ping_interval", "ping_timeout")
+    @classmethod
+    def _whole_seconds(cls, value: timedelta) -> timedelta:
+        if value.microseconds:
+            raise ValueError("must be whole seconds (Engine.IO announces it in seconds)")
+        return value
 
     @field_validator("cors_origins", "webhook_urls", mode="before")
     @classmethod

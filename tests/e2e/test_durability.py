@@ -629,10 +629,10 @@ async def test_sigterm_while_a_batch_is_held_refuses_new_updates_at_once_and_dra
     # Clients kept sending, yet the drain ended soon after the held batch committed.
     log = server.log()
     assert code == 0, log
-    exit_seconds = exited - signalled
-    assert exit_seconds < 3, (
-        f"exit {exit_seconds:.1f}s after SIGTERM, {exited - released:.1f}s after the held batch "
-        f"was released"
+    # Timed from the release, not the signal: the test itself holds the batch meanwhile.
+    assert exited - released < 2.5, (
+        f"exit {exited - signalled:.1f}s after SIGTERM, "
+        f"{exited - released:.1f}s after the held batch was released"
     )
     assert "drain did not finish" not in log, log
     assert "drained" in log, log

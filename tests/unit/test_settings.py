@@ -62,6 +62,8 @@ def test_environment_variables_are_read(monkeypatch):
         ("STREAMSTATS_WEBHOOK_TIMEOUT", "0"),
         ("STREAMSTATS_WEBHOOK_RETRY_FOR", "a day"),
         ("STREAMSTATS_WEBHOOK_FORMAT", "teams"),
+        ("STREAMSTATS_PING_INTERVAL", "1500ms"),
+        ("STREAMSTATS_PING_TIMEOUT", "500ms"),
     ],
 )
 def test_a_malformed_value_is_one_line_naming_the_variable(monkeypatch, variable, value):
