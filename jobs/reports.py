@@ -234,7 +234,8 @@ async def _write_index(
     summaries = await conn.cursor(queries["report_summaries"], day)
     with (
         _replacing(folder / "summary.csv") as csv_out,
-        tempfile.TemporaryFile("w+", encoding="utf-8") as rows,
+        # Next to the pages, not in /tmp (often memory): the index rows of a large day.
+        tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder) as rows,
     ):
         index = report.DayIndex(day, csv_out, rows, dashboard_url=dashboard_url)
         while chunk := await summaries.fetch(FETCH_ROWS):
