@@ -149,6 +149,16 @@ async def wait_status(server: ServerProcess, path: str, status: int, timeout: fl
     raise AssertionError(f"{path} answered {last}, not {status}, within {timeout}s")
 
 
+async def until_waiting(conn: asyncpg.Connection, condition: str, timeout: float) -> None:
+    """Return once a backend of this database matches `condition` in pg_stat_activity."""
+    deadline = time.monotonic() + timeout
+    while not await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND " + condition
+    ):
+        assert time.monotonic() < deadline, f"no backend came to: {condition}"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_database_outage_loses_nothing_acknowledged_and_heals_by_itself(
     start_server: Callable[..., ServerProcess], database_url: str
 ):
@@ -278,14 +288,8 @@ async def test_sigterm_while_a_commit_hangs_still_exits_within_10s_answering_eve
         load = asyncio.ensure_future(send_once(server.url, stream, 5, 0.01))
         # Signal only once the updates' COMMIT is waiting on the trigger (a cold start on a
         # loaded machine may take longer than any fixed pause).
-        deadline = time.monotonic() + 20
         # The writer's statement commits on its own: the trigger's sleep is where it waits.
-        while not await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state = 'active' AND wait_event = 'PgSleep'"
-        ):
-            assert time.monotonic() < deadline, "the updates never reached COMMIT"
-            await asyncio.sleep(0.05)
+        await until_waiting(conn, "state = 'active' AND wait_event = 'PgSleep'", 20)
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
         code = await asyncio.to_thread(server.wait, 15)
@@ -587,13 +591,9 @@ async def test_sigterm_while_a_batch_is_held_refuses_new_updates_at_once_and_dra
             await lock.execute("BEGIN; LOCK TABLE stream_stats IN EXCLUSIVE MODE")
             for i in range(20, 25):
                 await held.send(i)
-            deadline = time.monotonic() + 10
-            while not await watch.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query ILIKE '%stream_stats%'"
-            ):
-                assert time.monotonic() < deadline, "no batch came to wait on the lock"
-                await asyncio.sleep(0.02)
+            await until_waiting(
+                watch, "wait_event_type = 'Lock' AND query ILIKE '%stream_stats%'", 10
+            )
             signalled = time.monotonic()
             server.signal(signal.SIGTERM)
             await until_draining(server, timeout=3)

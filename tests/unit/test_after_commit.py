@@ -160,18 +160,18 @@ class Episodes:
 
 
 class Node:
-    """The alert hook's host: settings and a pool."""
+    """The alert hook's host (settings and a pool), with the alerts on its per-batch hooks."""
 
     def __init__(self) -> None:
         self.settings = SETTINGS
         self.pool = Episodes()
+        self.hooks = CommitHooks()
+        self.hooks.add_async(ThresholdAlerts(self).on_commit, "alerts")  # type: ignore[arg-type]
 
 
 async def test_alerts_follow_commit_order_and_each_episode_is_published_once():
     node = Node()
-    alerts = ThresholdAlerts(node)  # type: ignore[arg-type]
-    hooks = CommitHooks()
-    hooks.add_async(alerts.on_commit, "alerts")
+    hooks = node.hooks
     losses = [1, 9, 9, 9, 1, 1, 1, 1]  # raise after two breaching samples, clear after three
     for second, loss in enumerate(losses):
         hooks([Committed(sample(second, loss), False)])
@@ -189,9 +189,7 @@ async def test_alerts_follow_commit_order_and_each_episode_is_published_once():
 async def test_streams_with_nothing_open_are_not_cleared_one_by_one():
     """Every stream's first good streak proposes a clear; only open episodes cost a statement."""
     node = Node()
-    alerts = ThresholdAlerts(node)  # type: ignore[arg-type]
-    hooks = CommitHooks()
-    hooks.add_async(alerts.on_commit, "alerts")
+    hooks = node.hooks
     streams = [uuid.uuid4() for _ in range(50)]
     # One stream had an episode open before this node started (another node raised it).
     node.pool.open[streams[0], "packet_loss_high"] = {"threshold": 5.0, "raised_at": T0}
@@ -208,9 +206,7 @@ async def test_streams_with_nothing_open_are_not_cleared_one_by_one():
 
 async def test_an_episode_raised_and_cleared_within_one_batch_is_published_twice():
     node = Node()
-    alerts = ThresholdAlerts(node)  # type: ignore[arg-type]
-    hooks = CommitHooks()
-    hooks.add_async(alerts.on_commit, "alerts")
+    hooks = node.hooks
     losses = [9, 9, 1, 1, 1]
     hooks([Committed(sample(second, loss), False) for second, loss in enumerate(losses)])
     await hooks.drain()
