@@ -119,6 +119,17 @@ async def test_dashboard_shows_health_alerts_history_and_viewers_live(browser, s
     assert page["before"] == seeded + 6
     assert page["after"] >= page["before"] + 3
     assert script.of("viewers") == [[2, 1]]
+    # The two beacons the script sent: startups 800 and 1,200 ms, 10 s watched each, one stall
+    # of 500 ms, one down-switch. Rebuffering 500 / (20,000 + 500); startup percentiles as
+    # percentile_cont gives them: p50 1,000 ms, p95 1,180 ms.
+    (experience,) = script.of("experience")
+    assert experience["Views"] == "2", experience
+    assert experience["Rebuffering"] == f"{100 * 500 / 20_500:.1f} %", experience
+    assert experience["Startup p50 / p95"] == "1.00 s / 1.18 s", experience
+    assert experience["Switches per view"] == "0.50", experience
+    assert experience["Failed"] == "0.0 %", experience
+    score = experience["Score"]
+    assert score.endswith(" / 100") and 0 <= int(score.split()[0]) <= 100, experience
 
     refused = {r["role"]: r["message"] for r in script.of("refused")}
     assert "A viewer token cannot open the dashboard" in refused["viewer"]

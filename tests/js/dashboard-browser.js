@@ -156,8 +156,28 @@ async function main() {
     await send(streamer, STREAM, GOOD);
     await page.waitForTimeout(600);
     await shot(page, '04-stream-page-15m');
+    // Viewer experience: both viewers' players report a first beacon; a new window reloads it.
+    for (const [i, v] of viewers.entries()) {
+      const beacon = {
+        streamId: STREAM,
+        viewId: crypto.randomUUID(),
+        timestamp: new Date().toISOString(),
+        state: 'playing',
+        startupTime: 800 + 400 * i,
+        watchTime: 10000,
+        stalls: { count: i, duration: 500 * i },
+        renditionChanges: { up: 0, down: i },
+        bitrate: 2500,
+        resolution: { width: 1280, height: 720 },
+      };
+      const answer = await v.timeout(10000).emitWithAck('stream:viewer:stats', beacon);
+      if (!answer.ok) throw new Error(`beacon refused: ${JSON.stringify(answer)}`);
+    }
     await page.click('[data-window="24h"]');
     await until(page, '24h history', () => document.querySelector('.chart-note').dataset.bucket === '1m');
+    await until(page, 'viewer experience', () => !!document.querySelector('[data-panel="viewers"] [data-score]'));
+    report('experience', await page.$eval('[data-panel="viewers"] table', (t) =>
+      Object.fromEntries([...t.querySelectorAll('th')].map((th, k) => [th.textContent, t.querySelectorAll('td')[k].textContent]))));
     await shot(page, '05-stream-page-24h');
     for (const v of viewers) v.disconnect();
 
