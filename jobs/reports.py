@@ -3,9 +3,9 @@
 For every stream with data that day: a `stream_reports` row and `<streamId>.html` under
 `$STREAMSTATS_REPORTS_DIR/YYYY-MM-DD/`, then `summary.csv` and `index.html` rebuilt from the day's
 rows. The day is read from the rollup views a batch of streams at a time and its rows a few at a
-time, so memory stays flat however many streams there are. A whole-day run writes into a fresh
-directory and swaps it in, so re-running a day replaces it entirely; a run for some streams
-replaces just their files and rows.
+time, so memory stays flat however many streams there are, and no transaction stays open for the
+run (see `write_day`). A whole-day run writes into a fresh directory and swaps it in, so
+re-running a day replaces it entirely; a run for some streams replaces just their files and rows.
 
 Weekly pages (`YYYY-Www/`) are rebuilt from the day rollups after each day of their week.
 """
@@ -13,7 +13,6 @@ Weekly pages (`YYYY-Www/`) are rebuilt from the day rollups after each day of th
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import os
@@ -25,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import asyncpg
 from tqdm import tqdm
@@ -47,7 +46,9 @@ IN_FLIGHT = 4
 # of the size of the largest buffer freed stay with the process: with 50 streams a read
 # (13 MB copied in) the job settled 50 MiB higher after a few hundred streams than with 10.
 READ_BATCH = 10
-# Rows fetched at once from the cursors of episodes and of the summaries.
+# How often a run waits for another run of the same day to end.
+LOCK_POLL_SECONDS = 1.0
+# Rows fetched at once from the cursor of the summaries.
 FETCH_ROWS = 100
 
 
@@ -113,53 +114,83 @@ async def write_day(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Write the reports of `day` (all its streams, or only `streams`); returns how many."""
-    final = Path(settings.reports_dir) / day.isoformat()
-    # A whole day is built aside and swapped in; some streams are written in place.
-    target = final.with_name(f".{final.name}.{os.getpid()}.tmp") if streams is None else final
-    if streams is None and target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True, exist_ok=True)
+    """Write the reports of `day` (all its streams, or only `streams`); returns how many.
 
+    No transaction stays open while the day is read and its pages built: the streams are read a
+    keyset page at a time (`READ_BATCH` streams after the last one read, in stream order), each
+    page's minutes, episodes and viewer experience with plain queries. The rows of the pages
+    written are kept in a session temporary table of the run's connection, and only at the end
+    replace the day's `stream_reports` rows in one short transaction (all of the day's rows for a
+    whole-day run, just those of `streams` otherwise), so a run that fails leaves the rows as they
+    were (and the daily job still sees the day as not reported). `summary.csv` and `index.html`
+    are then read worst first through a cursor in a short read-only transaction of their own.
+
+    Runs of the same day are serialized by a session advisory lock keyed by the day
+    (`hashtextextended('streamstats.report:YYYY-MM-DD', 0)`, the `report_try_lock_day` query),
+    held on the run's connection for the run: a second run waits for the first to end. A session
+    lock is not a transaction: it holds back neither vacuum nor `streamstats migrate`.
+    """
+    final = Path(settings.reports_dir) / day.isoformat()
     loop = asyncio.get_running_loop()
-    written = total = 0
+    written = 0
     # Summaries of the pages written, recorded a batch at a time.
     done: list[dict[str, Any]] = []
     # Pages are built and written by one thread, off the event loop, while the next streams are
     # read (a page costs a few milliseconds, mostly holding the GIL: more threads or worker
     # processes would cost more than they save, and every thread grows a malloc arena of its own).
     in_flight: deque[asyncio.Future[dict[str, Any]]] = deque()
-    # One transaction: the day's rows are replaced all at once.
-    async with pool.acquire() as conn, conn.transaction():
+    # A whole day is built aside and swapped in (removed if the run fails); some streams are
+    # written in place.
+    target = final.with_name(f".{final.name}.{os.getpid()}.tmp") if streams is None else final
+    async with pool.acquire() as conn:
+        await _lock_day(conn, day)
+        try:
+            if streams is None and target.exists():
+                shutil.rmtree(target)
+            target.mkdir(parents=True, exist_ok=True)
+            await conn.execute(queries["report_stage_create"])
+            start = report.day_bounds(day)[0]
+            total = await conn.fetchval(queries["report_day_streams"], start, streams)
 
-        async def finish_one(total: int) -> None:
-            nonlocal written
-            done.append(await in_flight.popleft())
-            written += 1
-            if progress is not None:
-                progress(written, total)
-            if len(done) >= READ_BATCH:
-                await _record(conn, day, done)
-                done.clear()
+            async def finish_one() -> None:
+                nonlocal written
+                done.append(await in_flight.popleft())
+                written += 1
+                if progress is not None:
+                    progress(written, total)
+                if len(done) >= READ_BATCH:
+                    await _stage(conn, day, done)
+                    done.clear()
 
-        await conn.execute(queries["report_delete_day"], day, streams)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-pages") as builder:
-            async for total, stream_day in _stream_days(conn, day, streams):
-                page = target / f"{stream_day.stream_id}.html"
-                in_flight.append(
-                    loop.run_in_executor(
-                        builder, _write_page, stream_day, page, settings.dashboard_url
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-pages") as builder:
+                async for stream_day in _stream_days(conn, day, streams):
+                    page = target / f"{stream_day.stream_id}.html"
+                    in_flight.append(
+                        loop.run_in_executor(
+                            builder, _write_page, stream_day, page, settings.dashboard_url
+                        )
                     )
-                )
-                if len(in_flight) >= IN_FLIGHT:
-                    await finish_one(total)
-            while in_flight:
-                await finish_one(total)
-        if done:
-            await _record(conn, day, done)
-        await _write_index(conn, target, day, settings.dashboard_url)
-    if streams is None:
-        _swap(target, final)
+                    if len(in_flight) >= IN_FLIGHT:
+                        await finish_one()
+                while in_flight:
+                    await finish_one()
+            if done:
+                await _stage(conn, day, done)
+            # The day's rows are replaced all at once.
+            async with conn.transaction():
+                await conn.execute(queries["report_delete_day"], day, streams)
+                await conn.execute(queries["report_insert_staged"], day)
+            await _write_index(conn, target, day, settings.dashboard_url)
+            if streams is None:
+                _swap(target, final)
+        except BaseException:
+            if streams is None:
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        finally:
+            if not conn.is_closed():
+                await conn.execute(queries["report_stage_drop"])
+                await conn.execute(queries["report_unlock_day"], day)
     logger.info(
         "wrote %d stream reports for %s",
         written,
@@ -169,42 +200,46 @@ async def write_day(
     return written
 
 
+async def _lock_day(conn: asyncpg.Connection, day: date) -> None:
+    """Take the session advisory lock of `day`'s reports, waiting for a run holding it to end.
+
+    Polled rather than waited for in `pg_advisory_lock`: a statement waiting keeps its snapshot,
+    which would hold back vacuum for as long as the other run takes."""
+    while not await conn.fetchval(queries["report_try_lock_day"], day):
+        logger.info("waiting for another run of the %s reports", day.isoformat())
+        await asyncio.sleep(LOCK_POLL_SECONDS)
+
+
 async def _stream_days(
     conn: asyncpg.Connection, day: date, streams: list[uuid.UUID] | None
-) -> AsyncIterator[tuple[int, report.StreamDay]]:
-    """How many streams the day has and each one's `StreamDay`, in stream order: read through
-    cursors (in a transaction) a batch of streams at a time, the minutes of a batch in one
-    binary COPY, the episodes along with their streams. Nothing is held for the whole day."""
+) -> AsyncIterator[report.StreamDay]:
+    """Each stream's `StreamDay`, in stream order: the streams read a keyset page of
+    `READ_BATCH` at a time, the minutes of a page in one binary COPY, its episodes and viewer
+    experience in one query each. Nothing is held for the whole day, and no transaction."""
     start, end = report.day_bounds(day)
-    days = await conn.cursor(queries["report_days"], start, streams)
-    episodes = [
-        _ByStream(await conn.cursor(queries[name], start, end, streams))
-        for name in ("report_alerts", "report_drops", "report_advice")
-    ]
-    viewers = _ByStream(await conn.cursor(queries["report_viewer_experience"], start, streams))
-    while batch := await days.fetch(READ_BATCH):
+    last: uuid.UUID | None = None
+    while batch := await conn.fetch(queries["report_days"], start, streams, last, READ_BATCH):
         ids = [d["stream_id"] for d in batch]
+        last = ids[-1]
         matrix = await db.fetch_floats(
             conn, queries["report_minutes"], ids, start, end, columns=report.MINUTES_WIDTH
         )
-        alerts, drops, advice = [await e.until(ids[-1]) for e in episodes]
-        viewer = await viewers.until(ids[-1])
+        alerts, drops, advice = [
+            _by_stream(await conn.fetch(queries[name], start, end, ids))
+            for name in ("report_alerts", "report_drops", "report_advice")
+        ]
+        viewer = _by_stream(await conn.fetch(queries["report_viewer_experience"], start, ids))
         for row, minutes in zip(batch, report.split_minutes(matrix, len(ids)), strict=True):
-            daily = dict(row)
-            total = daily.pop("day_streams")
-            s = daily["stream_id"]
-            yield (
-                total,
-                report.StreamDay(
-                    s,
-                    day,
-                    daily,
-                    minutes,
-                    alerts.get(s, []),
-                    drops.get(s, []),
-                    advice.get(s, []),
-                    next(iter(viewer.get(s, [])), None),
-                ),
+            s = row["stream_id"]
+            yield report.StreamDay(
+                s,
+                day,
+                dict(row),
+                minutes,
+                alerts.get(s, []),
+                drops.get(s, []),
+                advice.get(s, []),
+                next(iter(viewer.get(s, [])), None),
             )
 
 
@@ -215,11 +250,10 @@ def _write_page(d: report.StreamDay, path: Path, dashboard_url: str) -> dict[str
     return summary
 
 
-async def _record(conn: asyncpg.Connection, day: date, summaries: list[dict[str, Any]]) -> None:
-    """Add the `stream_reports` rows of pages written."""
+async def _stage(conn: asyncpg.Connection, day: date, summaries: list[dict[str, Any]]) -> None:
+    """Keep the `stream_reports` rows of pages written in the run's temporary table."""
     await conn.execute(
-        queries["report_insert"],
-        day,
+        queries["report_stage"],
         [uuid.UUID(s["stream_id"]) for s in summaries],
         summaries,
         [f"{day.isoformat()}/{s['stream_id']}.html" for s in summaries],
@@ -230,41 +264,24 @@ async def _write_index(
     conn: asyncpg.Connection, folder: Path, day: date, dashboard_url: str
 ) -> None:
     """`summary.csv` and `index.html` from every row of the day (this run's and, for some
-    streams, the others'), read worst first a few at a time."""
-    summaries = await conn.cursor(queries["report_summaries"], day)
+    streams, the others'), read worst first a few at a time.
+
+    Through a cursor in a read-only transaction open only for this step, not keyset pages: the
+    order is of expressions over each row's `summary` with no index behind them, so every keyset
+    page would read (and detoast) all of the day's summaries again; one sort does it once."""
     with (
         _replacing(folder / "summary.csv") as csv_out,
         # Next to the pages, not in /tmp (often memory): the index rows of a large day.
         tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder) as rows,
     ):
         index = report.DayIndex(day, csv_out, rows, dashboard_url=dashboard_url)
-        while chunk := await summaries.fetch(FETCH_ROWS):
-            for row in chunk:
-                index.add(row["summary"])
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            summaries = await conn.cursor(queries["report_summaries"], day)
+            while chunk := await summaries.fetch(FETCH_ROWS):
+                for row in chunk:
+                    index.add(row["summary"])
         with _replacing(folder / "index.html") as out:
             index.write_index(out)
-
-
-class _ByStream:
-    """The rows of a cursor ordered by `stream_id`, taken a batch of streams at a time."""
-
-    def __init__(self, cursor: asyncpg.cursor.Cursor[asyncpg.Record]) -> None:
-        self._cursor = cursor
-        self._ahead: list[asyncpg.Record] = []
-        self._exhausted = False
-
-    async def until(self, last: uuid.UUID) -> dict[uuid.UUID, list[dict[str, Any]]]:
-        """The rows not taken yet of the streams up to `last` (in uuid order), as plain dicts
-        per stream."""
-        taken: list[asyncpg.Record] = []
-        while True:
-            cut = bisect.bisect_right(self._ahead, last, key=lambda r: r["stream_id"])
-            taken += self._ahead[:cut]
-            del self._ahead[:cut]
-            if self._ahead or self._exhausted:
-                return _by_stream(taken)
-            self._ahead = await self._cursor.fetch(FETCH_ROWS)
-            self._exhausted = len(self._ahead) < FETCH_ROWS
 
 
 async def write_week(settings: Settings, pool: asyncpg.Pool, monday: date) -> Path:
@@ -307,11 +324,25 @@ def _by_stream(rows: list[asyncpg.Record]) -> dict[uuid.UUID, list[dict[str, Any
 @contextlib.contextmanager
 def _replacing(path: Path) -> Iterator[TextIO]:
     """A file to write that then replaces `path` atomically: readers see the old or the new
-    one, never half of one."""
-    partial = path.with_name(f".{path.name}.tmp")
-    with partial.open("w", encoding="utf-8") as out:
-        yield out
-    partial.replace(path)
+    one, never half of one. It is written under a name of its own next to `path` (two writers
+    of the same file do not mix), removed if writing it fails."""
+    partial: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w",
+            encoding="utf-8",
+            dir=path.parent,
+            prefix=f".{path.name}.",
+            suffix=".tmp",
+            delete=False,
+        ) as out:
+            partial = Path(out.name)
+            yield cast(TextIO, out)
+        os.replace(partial, path)
+    except BaseException:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        raise
 
 
 def _write(path: Path, text: str) -> None:

@@ -1,12 +1,20 @@
 -- Named queries of the daily reports (jobs/reports.py): read from the rollup views.
 
--- report_days --
--- The day rollup of every stream with data that day ($2 NULL) or of the given streams, and how
--- many streams that is (`day_streams`), read through a cursor.
-SELECT *, count(*) OVER () AS day_streams
+-- report_day_streams --
+-- How many streams have data on the day $1 ($2 NULL) or how many of the given streams do.
+SELECT count(*)
 FROM stream_stats_1d
 WHERE bucket = $1 AND ($2::uuid[] IS NULL OR stream_id = ANY($2::uuid[]))
+
+-- report_days --
+-- The day rollups of the next $4 streams after $3 (from the first when NULL) in stream order,
+-- of every stream with data that day ($2 NULL) or of the given streams: one keyset page.
+SELECT *
+FROM stream_stats_1d
+WHERE bucket = $1 AND ($2::uuid[] IS NULL OR stream_id = ANY($2::uuid[]))
+  AND ($3::uuid IS NULL OR stream_id > $3::uuid)
 ORDER BY stream_id
+LIMIT $4
 
 -- report_minutes --
 -- The 1-minute rollups of the streams $1 over [$2, $3), every column a float8 with NaN for NULL
@@ -25,39 +33,67 @@ WHERE stream_id = ANY($1::uuid[]) AND bucket >= $2 AND bucket < $3
 ORDER BY stream_id, bucket
 
 -- report_alerts --
--- Threshold alert episodes raised in [start, end), of every stream ($3 NULL) or of the given ones.
+-- Threshold alert episodes raised in [start, end) of the streams $3.
 SELECT stream_id, type, value, threshold, raised_at, cleared_at
 FROM stream_alerts
-WHERE raised_at >= $1 AND raised_at < $2 AND ($3::uuid[] IS NULL OR stream_id = ANY($3::uuid[]))
+WHERE raised_at >= $1 AND raised_at < $2 AND stream_id = ANY($3::uuid[])
 ORDER BY stream_id, raised_at
 
 -- report_drops --
--- Bitrate drops overlapping [start, end), of every stream ($3 NULL) or of the given ones.
+-- Bitrate drops overlapping [start, end) of the streams $3.
 SELECT stream_id, started_at, ended_at, baseline_kbps, observed_kbps, drop_pct
 FROM bitrate_drops
-WHERE started_at < $2 AND coalesce(ended_at, 'infinity') > $1
-  AND ($3::uuid[] IS NULL OR stream_id = ANY($3::uuid[]))
+WHERE started_at < $2 AND coalesce(ended_at, 'infinity') > $1 AND stream_id = ANY($3::uuid[])
 ORDER BY stream_id, started_at
 
 -- report_last_day --
 -- The latest day reported up to $1 (NULL when none): the daily job continues after it.
 SELECT max(day) FROM stream_reports WHERE day <= $1
 
+-- report_try_lock_day --
+-- Take the session advisory lock of the reports of day $1 if nobody holds it; true when taken
+-- (one run of a day at a time).
+SELECT pg_try_advisory_lock(hashtextextended('streamstats.report:' || $1::date::text, 0))
+
+-- report_unlock_day --
+-- Release the session advisory lock of the reports of day $1.
+SELECT pg_advisory_unlock(hashtextextended('streamstats.report:' || $1::date::text, 0))
+
+-- report_stage_create --
+-- A session temporary table for the rows of the pages a run writes (it outlives transactions,
+-- not the connection), empty.
+DROP TABLE IF EXISTS pg_temp.report_rows;
+CREATE TEMPORARY TABLE report_rows (
+    stream_id uuid PRIMARY KEY,
+    summary   jsonb NOT NULL,
+    path      text NOT NULL
+)
+
+-- report_stage_drop --
+-- Drop the run's temporary table.
+DROP TABLE IF EXISTS pg_temp.report_rows
+
+-- report_stage --
+-- Keep the rows of pages written (arrays of stream ids, summaries and paths) until the run ends.
+INSERT INTO pg_temp.report_rows (stream_id, summary, path)
+SELECT * FROM unnest($1::uuid[], $2::jsonb[], $3::text[])
+ON CONFLICT (stream_id) DO UPDATE SET summary = EXCLUDED.summary, path = EXCLUDED.path
+
 -- report_delete_day --
 -- Forget a day's reports (all streams when $2 is NULL) before writing them again.
 DELETE FROM stream_reports
 WHERE day = $1 AND ($2::uuid[] IS NULL OR stream_id = ANY($2::uuid[]))
 
--- report_insert --
--- Record the reports written (arrays of stream ids, summaries and paths).
+-- report_insert_staged --
+-- Record the reports of day $1 kept in the run's temporary table.
 INSERT INTO stream_reports (stream_id, day, summary, path)
-SELECT stream_id, $1, summary, path
-FROM unnest($2::uuid[], $3::jsonb[], $4::text[]) AS t(stream_id, summary, path)
+SELECT stream_id, $1, summary, path FROM pg_temp.report_rows
 ON CONFLICT (stream_id, day) DO UPDATE
     SET summary = EXCLUDED.summary, path = EXCLUDED.path, created_at = now()
 
 -- report_summaries --
--- Every stream's summary of a day, for summary.csv and index.html, worst first: most time in
+-- Every stream's summary of a day, for summary.csv and index.html, read through a cursor, worst
+-- first: most time in
 -- poor quality, then most time in bitrate drops, then most alerts (then by stream).
 SELECT summary FROM stream_reports WHERE day = $1
 ORDER BY coalesce((summary->>'poor_share')::float8, 0) DESC,
@@ -96,17 +132,17 @@ GROUP BY d.stream_id
 ORDER BY d.stream_id
 
 -- report_advice --
--- Quality advice issued in [start, end), of every stream ($3 NULL) or of the given ones.
+-- Quality advice issued in [start, end) of the streams $3.
 SELECT stream_id, issued_at, action, target, reasons, severity
 FROM stream_advice
-WHERE issued_at >= $1 AND issued_at < $2 AND ($3::uuid[] IS NULL OR stream_id = ANY($3::uuid[]))
+WHERE issued_at >= $1 AND issued_at < $2 AND stream_id = ANY($3::uuid[])
 ORDER BY stream_id, issued_at
 
 -- report_viewer_experience --
--- The day's viewer experience ($1: the day's start) of every stream viewers reported for ($2
--- NULL) or of the given ones.
+-- The day's viewer experience ($1: the day's start) of those of the streams $2 viewers reported
+-- for.
 SELECT stream_id, views, rebuffer_pct, stalls_per_minute, startup_ms_p50, startup_ms_p95,
        switches_per_view, failure_pct, exit_before_start_pct, score
 FROM viewer_experience_1d
-WHERE bucket = $1::timestamptz AND ($2::uuid[] IS NULL OR stream_id = ANY($2::uuid[]))
+WHERE bucket = $1::timestamptz AND stream_id = ANY($2::uuid[])
 ORDER BY stream_id

@@ -10,6 +10,7 @@ import random
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -209,9 +210,9 @@ async def test_report_files_worst_first_and_a_rerun_replaces_them(
 async def test_a_day_read_one_stream_and_one_row_at_a_time_gives_the_same_reports(
     seeded, conn, pool, make_settings, tmp_path, monkeypatch
 ):
-    # The day is read through cursors a batch of streams at a time, each stream's episodes
-    # along with it, and the index from its rows a few at a time: the smallest batches must not
-    # lose, move or repeat an episode or a row.
+    # The day is read a keyset page of streams at a time, each page's episodes along with it,
+    # and the index from its rows a few at a time: the smallest batches must not lose, move or
+    # repeat an episode or a row.
     written = {}
     for batch in (reports.READ_BATCH, 1):
         monkeypatch.setattr(reports, "READ_BATCH", batch)
@@ -225,6 +226,104 @@ async def test_a_day_read_one_stream_and_one_row_at_a_time_gives_the_same_report
     _, congested, _ = seeded
     summary = {r[0]: json.loads(r[1]) for r in written[1][0]}[congested]
     assert summary["alerts_fps_low"] == summary["drop_episodes"] == summary["advice_raise"] == 1
+
+
+async def test_a_day_run_holds_no_transaction_open_while_its_pages_are_built(
+    seeded, conn, database_url, make_settings, monkeypatch
+):
+    # A transaction open for the whole run would hold back vacuum and `streamstats migrate` for
+    # as long as a large day takes: between its reads and writes, the run's connection is idle.
+    name = f"report-run-{uuid.uuid4()}"
+    build = reports._write_page
+
+    def slow_page(*args):
+        time.sleep(0.2)
+        return build(*args)
+
+    write_index = reports._write_index
+    indexing = asyncio.Event()
+
+    async def flagged_index(*args):
+        indexing.set()
+        await write_index(*args)
+
+    monkeypatch.setattr(reports, "_write_page", slow_page)
+    monkeypatch.setattr(reports, "_write_index", flagged_index)
+    monkeypatch.setattr(reports, "READ_BATCH", 1)
+    run_pool = await create_pool(
+        database_url, max_size=1, server_settings={"application_name": name}
+    )
+    try:
+        run = asyncio.create_task(reports.write_day(make_settings(), run_pool, DAY))
+        states = []
+        # Until the index step, whose cursor has a (short) transaction of its own.
+        while not indexing.is_set() and not run.done():
+            states += await conn.fetch(
+                "SELECT state, now() - xact_start AS open_for FROM pg_stat_activity "
+                "WHERE application_name = $1",
+                name,
+            )
+            await asyncio.sleep(0.05)
+        assert await run == 3
+    finally:
+        await run_pool.close()
+    assert len(states) >= 5
+    assert [s for s in states if s["state"] == "idle in transaction"] == []
+    assert [s for s in states if s["open_for"] and s["open_for"] > timedelta(seconds=0.5)] == []
+
+
+async def test_runs_of_the_same_day_take_turns(seeded, database_url, make_settings, monkeypatch):
+    # Serialized by an advisory lock on the day: the second run's pages come after the first's.
+    build = reports._write_page
+    pages: dict[str, list[float]] = {"a": [], "b": []}
+
+    def timed_page(d, path, dashboard_url):
+        summary = build(d, path, dashboard_url)
+        pages[path.parent.parent.name].append(time.monotonic())
+        time.sleep(0.05)
+        return summary
+
+    monkeypatch.setattr(reports, "_write_page", timed_page)
+    two = await create_pool(database_url, max_size=2)
+    try:
+        settings = {
+            run: make_settings(reports_dir=make_settings().reports_dir / run) for run in pages
+        }
+        runs = [reports.write_day(s, two, DAY) for s in settings.values()]
+        assert await asyncio.gather(*runs) == [3, 3]
+    finally:
+        await two.close()
+    first, second = sorted(pages.values())
+    assert max(first) < min(second)
+    for s in settings.values():
+        folder = s.reports_dir / DAY.isoformat()
+        assert len(list(folder.iterdir())) == 5 and not list(s.reports_dir.rglob(".*"))
+
+
+async def test_a_failed_day_run_leaves_the_rows_and_files_as_they_were(
+    seeded, conn, pool, make_settings, monkeypatch
+):
+    settings = make_settings()
+    assert await reports.write_day(settings, pool, DAY) == 3
+    rows = await conn.fetch("SELECT * FROM stream_reports ORDER BY stream_id")
+    folder = settings.reports_dir / DAY.isoformat()
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    build, calls = reports._write_page, []
+
+    def failing_page(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return build(*args)
+
+    monkeypatch.setattr(reports, "_write_page", failing_page)
+    for streams in (None, list(seeded)):
+        calls.clear()
+        with pytest.raises(RuntimeError, match="disk full"):
+            await reports.write_day(settings, pool, DAY, streams)
+        assert await conn.fetch("SELECT * FROM stream_reports ORDER BY stream_id") == rows
+        assert {p.name for p in folder.iterdir()} == set(files)
+    assert [p.name for p in settings.reports_dir.iterdir()] == [DAY.isoformat()]
 
 
 async def test_the_daily_job_reports_the_previous_utc_day(seeded, pool, make_settings):
