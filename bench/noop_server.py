@@ -15,15 +15,13 @@ from typing import Any
 import socketio
 import uvicorn
 
-from ingest.transport import ENGINEIO_OPTIONS, run, uvicorn_config
+from ingest.transport import engineio_options, run, uvicorn_config
 from streamstats.settings import PING_INTERVAL, PING_TIMEOUT
 
 sio = socketio.AsyncServer(
     async_mode="asgi",
     cors_allowed_origins="*",
-    ping_interval=PING_INTERVAL.total_seconds(),
-    ping_timeout=PING_TIMEOUT.total_seconds(),
-    **ENGINEIO_OPTIONS,
+    **engineio_options(PING_INTERVAL, PING_TIMEOUT),
 )
 
 

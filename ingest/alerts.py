@@ -110,17 +110,14 @@ class ThresholdAlerts:
         is_open = await self._open_episodes([s for s, t in proposed if t.kind == "clear"])
         for stream_id, transition in proposed:
             key = (stream_id, transition.rule.type)
-            if transition.kind == "clear" and is_open is not None and key not in is_open:
-                continue  # nothing to clear
-            applied = await self._apply(stream_id, transition)
-            if is_open is None:
-                continue
-            if transition.kind == "raise":
-                # Raised (or found raised) by this batch, or maybe: a failed COMMIT may have gone
-                # through. Either way a later clear in the batch must run (a no-op if not open).
-                is_open.add(key)
-            elif applied:
-                is_open.discard(key)
+            if is_open is not None:
+                if transition.kind == "raise":
+                    # Open after this (or maybe, if its COMMIT's answer is lost): a later clear
+                    # in the batch runs, a no-op if nothing is open.
+                    is_open.add(key)
+                elif key not in is_open:
+                    continue  # nothing open to clear
+            await self._apply(stream_id, transition)
 
     async def _open_episodes(self, stream_ids: list[Any]) -> set[tuple[Any, str]] | None:
         """The (stream, type) pairs with an open episode among these streams; None if unknown."""
@@ -136,12 +133,11 @@ class ThresholdAlerts:
             return None  # each clear then tries (and retries) on its own
         return {(r["stream_id"], r["type"]) for r in records}
 
-    async def _apply(self, stream_id: Any, transition: Transition) -> bool:
-        """Raise or clear the episode in the database; False if that failed (retried later)."""
+    async def _apply(self, stream_id: Any, transition: Transition) -> None:
         pool = self.host.pool
         if pool is None:
             self.tracker.retry(stream_id, transition)
-            return False
+            return
         try:
             async with asyncio.timeout(APPLY_TIMEOUT), pool.acquire() as conn, conn.transaction():
                 payload = await self._change_episode(conn, stream_id, transition)
@@ -160,10 +156,9 @@ class ThresholdAlerts:
                 exc,
                 extra={"action": "alert_unavailable", "stream_id": str(stream_id)},
             )
-            return False
+            return
         if payload is not None:
             self._log(stream_id, transition, payload)
-        return True
 
     async def _change_episode(
         self, conn: asyncpg.Connection, stream_id: Any, transition: Transition

@@ -34,7 +34,7 @@ from ingest.monitors import MonitorBroadcast
 from ingest.presence import MemoryPresence, Presence
 from ingest.rows import StatsRow
 from ingest.schema import WireJson
-from ingest.transport import ENGINEIO_OPTIONS
+from ingest.transport import engineio_options
 from ingest.writer import BEACONS, BatchWriter
 from streamstats.db import CONNECTION_ERRORS, create_pool
 from streamstats.errors import DatabaseUnavailable
@@ -74,9 +74,7 @@ class IngestApp:
             max_http_buffer_size=max(MAX_MESSAGE_BYTES, 4 * settings.max_event_bytes),
             logger=False,
             engineio_logger=False,
-            ping_interval=settings.ping_interval.total_seconds(),
-            ping_timeout=settings.ping_timeout.total_seconds(),
-            **ENGINEIO_OPTIONS,
+            **engineio_options(settings.ping_interval, settings.ping_timeout),
         )
         self.events = IngestNamespace(settings, self, self.presence)
         self.sio.register_namespace(self.events)

@@ -11,11 +11,10 @@ Three guards, each where python-socketio lets an application in through a public
   not Engine.IO text packets, or larger than the Engine.IO limit (close code 1009), before
   python-engineio parses them; closes a connection as soon as one refusal is made on it, as the
   reference JavaScript server does on a parse error.
-- `ConnectTimeout`: closes an Engine.IO connection that has joined no namespace within
-  `STREAMSTATS_CONNECT_TIMEOUT` (the JavaScript server's `connectTimeout`). The same sweep
-  closes connections that stopped answering pings, in place of python-engineio's monitor task
-  (`monitor_clients=False`, ingest/transport.py), which woke every `ping_timeout / sockets`:
-  500 times a second at 10,000 connections.
+- `ConnectionSweep`: closes an Engine.IO connection that has joined no namespace within
+  `STREAMSTATS_CONNECT_TIMEOUT` (the JavaScript server's `connectTimeout`), and one that stopped
+  answering pings, in place of python-engineio's monitor task (off: ingest/transport.py), which
+  woke every `ping_timeout / sockets`: 500 times a second at 10,000 connections.
 
 A refused packet is the client's fault, not the server's: it is counted in
 `streamstats_malformed_packets_total`, logged at most once per `LOG_EVERY` seconds for the whole
@@ -60,7 +59,7 @@ _BINARY_TYPES = frozenset("56")
 _RESERVED_EVENTS = frozenset(
     {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
 )
-# The longest pause between two sweeps for silent connections (ConnectTimeout).
+# The longest pause between two sweeps of the connections (ConnectionSweep).
 PING_CHECK_EVERY = 5.0
 # The longest the sweep waits for one connection to close.
 CLOSE_TIMEOUT = 5.0
@@ -328,16 +327,16 @@ def _packet_problem(packet: str) -> tuple[str, str] | None:
     return None
 
 
-class ConnectTimeout:
+class ConnectionSweep:
     """Closes Engine.IO connections that joined no namespace within `timeout` seconds, or that
     stopped answering pings.
 
     A sweep every tenth of the timeout (at most every half ping timeout or `PING_CHECK_EVERY`
-    seconds), not a timer
-    per connection: a connection is closed between 1 and 1.2 timeouts after it was opened (or
-    after it left its last namespace), and at most one sweep after a ping went unanswered for
-    the Engine.IO ping timeout. (Websockets also end on their own when nothing arrives for
-    ping interval + ping timeout; this catches long-polling clients that vanish.)
+    seconds), not a timer per connection: a connection is closed between 1 and 1.2 timeouts
+    after it was opened (or after it left its last namespace), and at most one sweep after a
+    ping went unanswered for the Engine.IO ping timeout. (Websockets also end on their own when
+    nothing arrives for ping interval + ping timeout; this catches long-polling clients that
+    vanish.)
     """
 
     def __init__(
@@ -354,7 +353,7 @@ class ConnectTimeout:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="connect-timeout")
+        self._task = asyncio.create_task(self._run(), name="connection-sweep")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -368,7 +367,7 @@ class ConnectTimeout:
             try:
                 await self.sweep(time.monotonic())
             except Exception:
-                logger.exception("connect timeout sweep failed", extra={"action": "guard_error"})
+                logger.exception("connection sweep failed", extra={"action": "guard_error"})
 
     async def sweep(self, now: float) -> None:
         """Close what has been without a namespace for the whole timeout, or is silent."""
@@ -417,9 +416,9 @@ class Host(Protocol):
 
 
 def install(app: Host) -> None:
-    """Put the transport guard in front of the app and run the connect timeout with it."""
+    """Put the transport guard in front of the app and run the connection sweep with it."""
     logging.getLogger("engineio.server").addFilter(_DROP_REFUSED)
     guard = app.asgi = TransportGuard(app.asgi, app.sio)
-    timeout = ConnectTimeout(app.sio, app.settings.connect_timeout.total_seconds(), guard.close)
-    app.on_start.append(timeout.start)
-    app.on_close.append(timeout.close)
+    sweep = ConnectionSweep(app.sio, app.settings.connect_timeout.total_seconds(), guard.close)
+    app.on_start.append(sweep.start)
+    app.on_close.append(sweep.close)

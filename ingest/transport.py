@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import uvicorn
@@ -24,10 +25,18 @@ T = TypeVar("T")
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-# python-engineio's settings: no monitor task. It woke every ping_timeout / sockets (every 2 ms
-# at 10,000 connections) to look at one socket; the app's connection sweep (ingest/guard.py)
-# checks the ping timeouts instead, every few seconds.
-ENGINEIO_OPTIONS: dict[str, Any] = {"monitor_clients": False}
+def engineio_options(ping_interval: timedelta, ping_timeout: timedelta) -> dict[str, Any]:
+    """python-engineio's settings: the keepalive, and no monitor task.
+
+    The monitor task woke every ping_timeout / sockets (every 2 ms at 10,000 connections) to
+    look at one socket; the app's connection sweep (ingest/guard.py) checks the ping timeouts
+    instead, every few seconds.
+    """
+    return {
+        "ping_interval": ping_interval.total_seconds(),
+        "ping_timeout": ping_timeout.total_seconds(),
+        "monitor_clients": False,
+    }
 
 
 def uvicorn_config(app: Any, *, host: str, port: int, **options: Any) -> uvicorn.Config:

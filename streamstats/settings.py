@@ -9,7 +9,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamstats.errors import SettingsError
@@ -34,6 +41,16 @@ def parse_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, Field(gt=timedelta(0))]
+
+
+def _whole_seconds(value: timedelta) -> timedelta:
+    if value.microseconds:
+        raise ValueError("must be whole seconds (Engine.IO announces it in seconds)")
+    return value
+
+
+# At least a second, in whole seconds.
+WholeSeconds = Annotated[timedelta, Field(ge=timedelta(seconds=1)), AfterValidator(_whole_seconds)]
 
 # Engine.IO's keepalive. Pings are what idle connections cost (a task, a timer and two frames per
 # socket per interval: 10,000 connections took ~10 % of a core at 25 s, ~4.4 % at 60 s; bench/
@@ -73,8 +90,8 @@ class Settings(BaseSettings):
     # Engine.IO keepalive: a ping this often; a connection that has not answered one within the
     # timeout is closed (and a client hears nothing for interval + timeout before giving up).
     # Whole seconds: python-engineio announces the interval to clients truncated to seconds.
-    ping_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1))] = PING_INTERVAL
-    ping_timeout: Annotated[timedelta, Field(ge=timedelta(seconds=1))] = PING_TIMEOUT
+    ping_interval: WholeSeconds = PING_INTERVAL
+    ping_timeout: WholeSeconds = PING_TIMEOUT
     # How far ahead of ours a token issuer's clock may be (`iat`/`nbf` in the future).
     token_clock_skew: Annotated[timedelta, Field(ge=timedelta(0))] = timedelta(seconds=30)
     log_format: Literal["text", "json"] = "text"
@@ -171,13 +188,6 @@ class Settings(BaseSettings):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
-
-    @field_validator("ping_interval", "ping_timeout")
-    @classmethod
-    def _whole_seconds(cls, value: timedelta) -> timedelta:
-        if value.microseconds:
-            raise ValueError("must be whole seconds (Engine.IO announces it in seconds)")
-        return value
 
     @field_validator("cors_origins", "webhook_urls", mode="before")
     @classmethod

@@ -93,8 +93,8 @@ ON CONFLICT (stream_id, day) DO UPDATE
 
 -- report_summaries --
 -- Every stream's summary of a day, for summary.csv and index.html, read through a cursor, worst
--- first: most time in
--- poor quality, then most time in bitrate drops, then most alerts (then by stream).
+-- first: most time in poor quality, then most time in bitrate drops, then most alerts (then by
+-- stream).
 SELECT summary FROM stream_reports WHERE day = $1
 ORDER BY coalesce((summary->>'poor_share')::float8, 0) DESC,
          (summary->>'drop_seconds')::float8 DESC,
