@@ -370,23 +370,37 @@ class ConnectionSweep:
                 logger.exception("connection sweep failed", extra={"action": "guard_error"})
 
     async def sweep(self, now: float) -> None:
-        """Close what has been without a namespace for the whole timeout, or is silent."""
+        """Close what has been without a namespace for the whole timeout, or is silent.
+
+        Per connection only attribute reads and set operations: at 10,000 connections a sweep
+        costs a few milliseconds (a coroutine call and a namespace lookup per connection cost
+        ~1 % of a core). python-engineio still decides each ping timeout.
+        """
         engine, manager = self.sio.eio, self.sio.manager
-        namespaces = list(manager.get_namespaces()) or ["/"]
-        since = self._unjoined_since
-        stale = []
-        for eio_sid, socket in list(engine.sockets.items()):
+        overdue = time.time() - engine.ping_timeout  # last_ping is wall-clock time
+        closed: list[str] = []
+        silent: list[Any] = []
+        for eio_sid, socket in engine.sockets.items():
             if socket.closed:
-                await engine.disconnect(eio_sid)  # only forgets it: it is closed already
-                continue
-            if not socket.closing and not await socket.check_ping_timeout():
-                continue  # no pong within the ping timeout: closed now
-            if any(manager.sid_from_eio_sid(eio_sid, ns) is not None for ns in namespaces):
-                since.pop(eio_sid, None)
-            elif now - since.setdefault(eio_sid, now) >= self.timeout:
-                stale.append(eio_sid)
-        for gone in since.keys() - engine.sockets.keys():
+                closed.append(eio_sid)
+            elif socket.last_ping and socket.last_ping < overdue and not socket.closing:
+                silent.append(socket)
+        for eio_sid in closed:
+            await engine.disconnect(eio_sid)  # only forgets it: it is closed already
+        for socket in silent:
+            await socket.check_ping_timeout()  # no pong within the ping timeout: closes it
+        joined = {
+            eio_sid
+            for namespace in manager.get_namespaces()
+            for _, eio_sid in manager.get_participants(namespace, None)
+        }
+        unjoined = engine.sockets.keys() - joined
+        since = self._unjoined_since
+        for gone in since.keys() - unjoined:
             del since[gone]
+        stale = [
+            eio_sid for eio_sid in unjoined if now - since.setdefault(eio_sid, now) >= self.timeout
+        ]
         for eio_sid in stale:
             del since[eio_sid]
             metrics.dropped("connect_timeout")
