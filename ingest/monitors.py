@@ -37,9 +37,7 @@ class MonitorBroadcast:
         self.manager = manager
 
     async def on_commit(self, batch: Batch) -> None:
-        payloads = [
-            update_payload(c.row)
-            for c in batch
-            if not c.duplicate and self.manager.may_reach(str(c.row.stream_id))
-        ]
+        fresh = [c.row for c in batch if not c.duplicate]
+        reached = {s for s in {row.stream_id for row in fresh} if self.manager.may_reach(str(s))}
+        payloads = [update_payload(row) for row in fresh if row.stream_id in reached]
         await rooms.broadcast(self.sio, UPDATE_EVENT, payloads, streamers=False)

@@ -146,9 +146,15 @@ class StreamRooms(socketio.AsyncManager):
             )
             return
         if room in _AUDIENCES:
+            # Resolved once per stream and emit: a batch often holds several samples of one.
+            audiences: dict[str, list[tuple[str, Any]]] = {}
             for payload in data:
-                audience = self._audience(namespace, str(payload["streamId"]), room == EVERYONE)
-                await self._send(namespace, [event, payload], audience)
+                stream_id = str(payload["streamId"])
+                if stream_id not in audiences:
+                    audiences[stream_id] = list(
+                        self._audience(namespace, stream_id, room == EVERYONE)
+                    )
+                await self._send(namespace, [event, payload], audiences[stream_id])
             return
         # Everything else as python-socketio's manager would, minus the task per recipient.
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
