@@ -124,8 +124,13 @@ class StreamRooms(socketio.AsyncManager):
     """
 
     def may_reach(self, stream_id: str) -> bool:
-        """Whether a monitor could receive the stream's broadcast (skips building it if not)."""
-        return any(True for _ in self._audience("/", stream_id, streamers=False))
+        """Whether a monitor could receive the stream's broadcast (skips building it if not).
+
+        The rooms alone, without the unsubscriptions and digests `_audience` honours: a cheap
+        upper bound, looked up for every stream of every batch.
+        """
+        rooms = [monitor_room(stream_id), ALL_MONITORS]
+        return next(iter(self.get_participants("/", rooms)), None) is not None
 
     async def emit(
         self,
