@@ -384,10 +384,13 @@ async def test_sigterm_while_clients_keep_sending_drains_promptly_and_answers_th
     assert "drain did not finish" not in log, log
     assert "drained" in log, log
     assert exit_seconds < 6, f"exit took {exit_seconds:.1f}s"
-    # A client whose updates in flight were all in the last batch may see its connection close
-    # before it sends again (a drain takes a batch's commit): some, not each, are refused.
-    assert any(s.refused("unavailable") for s in streams), "nothing was refused after the signal"
+    # Whether any update reaches the server between the signal and the close is a race with
+    # these clients (a drain takes one batch's commit; a loaded CI run lost it): that updates
+    # sent during a drain are refused at once is what the held-batch test below asserts. Here:
+    # once refused, refused for good — nothing sent after a refused update is accepted.
     for stream in streams:
+        refused = stream.refused("unavailable")
+        assert not refused or max(stream.ok(), default=-1) < min(refused), stream.acks
         # Only what was in flight when the connection closed may be unanswered.
         unanswered = {i for i, ack in stream.acks.items() if ack is None}
         assert len(unanswered) <= window, unanswered
