@@ -398,9 +398,10 @@ class ConnectionSweep:
         since = self._unjoined_since
         for gone in since.keys() - unjoined:
             del since[gone]
-        stale = [
-            eio_sid for eio_sid in unjoined if now - since.setdefault(eio_sid, now) >= self.timeout
-        ]
+        stale = []
+        for eio_sid in unjoined:
+            if now - since.setdefault(eio_sid, now) >= self.timeout:
+                stale.append(eio_sid)
         for eio_sid in stale:
             del since[eio_sid]
             metrics.dropped("connect_timeout")

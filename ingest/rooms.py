@@ -45,6 +45,11 @@ def monitor_room(stream_id: str) -> str:
     return f"monitor:{stream_id}"
 
 
+def _monitor_rooms(stream_id: str) -> list[str]:
+    """The rooms whose monitors may receive the stream's broadcasts (before unsubscriptions)."""
+    return [monitor_room(stream_id), ALL_MONITORS]
+
+
 def unsubscribed_room(stream_id: str) -> str:
     return f"unsubscribed:{stream_id}"
 
@@ -129,8 +134,7 @@ class StreamRooms(socketio.AsyncManager):
         The rooms alone, without the unsubscriptions and digests `_audience` honours: a cheap
         upper bound, looked up for every stream of every batch.
         """
-        rooms = [monitor_room(stream_id), ALL_MONITORS]
-        return next(iter(self.get_participants("/", rooms)), None) is not None
+        return next(self.get_participants("/", _monitor_rooms(stream_id)), None) is not None
 
     async def emit(
         self,
@@ -170,7 +174,7 @@ class StreamRooms(socketio.AsyncManager):
     def _audience(
         self, namespace: str, stream_id: str, streamers: bool
     ) -> Iterator[tuple[str, Any]]:
-        rooms = [monitor_room(stream_id), ALL_MONITORS]
+        rooms = _monitor_rooms(stream_id)
         if streamers:
             rooms.append(streamer_room(stream_id))
         # get_participants merges the rooms: a client in several gets the payload once.
